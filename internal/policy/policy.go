@@ -1,0 +1,139 @@
+package policy
+
+import (
+	"slices"
+	"time"
+
+	"github.com/fetchd/fetchd/internal/outbound"
+)
+
+// DefaultName is the name of the policy used when a request names none.
+const DefaultName = "default"
+
+// Policy holds the organisation's values for one named policy: the defaults a
+// request gets when it asks for nothing, and the caps its asks are clamped to.
+type Policy struct {
+	Name string
+
+	// Defaults for unset timeouts.
+	ConnectTimeout time.Duration
+	ReadTimeout    time.Duration
+	AttemptTimeout time.Duration
+	TotalTimeout   time.Duration
+
+	// Caps for asked timeouts.
+	MaxConnectTimeout time.Duration
+	MaxReadTimeout    time.Duration
+	MaxAttemptTimeout time.Duration
+	MaxTotalTimeout   time.Duration
+
+	MaxAttempts    int // default attempts
+	MaxAttemptsCap int // org cap on attempts
+
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	MaxBackoffCap  time.Duration
+	Multiplier     float64
+	MaxMultiplier  float64
+	RetryOn        []int
+	MaxRetryAfter  time.Duration
+
+	MaxRequestBytes  int64
+	MaxResponseBytes int64
+
+	// IdempotencyTTL is how long a completed keyed response is kept for replay.
+	IdempotencyTTL time.Duration
+	// InFlightWait bounds how long a duplicate keyed call waits for the first
+	// one to finish before it is answered ABORTED.
+	InFlightWait time.Duration
+}
+
+// Default returns the default policy of DESIGN.md: 3 attempts (cap 5);
+// connect 3s, read 30s, attempt 10s, total 30s; backoff 100ms doubling to 10s
+// with full jitter; Retry-After honoured up to 60s; retry on 429, 500, 502,
+// 503, 504; response bodies capped below the gRPC default 4 MiB receive limit.
+func Default() Policy {
+	return Policy{
+		Name:              DefaultName,
+		ConnectTimeout:    3 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		AttemptTimeout:    10 * time.Second,
+		TotalTimeout:      30 * time.Second,
+		MaxConnectTimeout: 10 * time.Second,
+		MaxReadTimeout:    60 * time.Second,
+		MaxAttemptTimeout: 60 * time.Second,
+		MaxTotalTimeout:   120 * time.Second,
+		MaxAttempts:       3,
+		MaxAttemptsCap:    5,
+		InitialBackoff:    100 * time.Millisecond,
+		MaxBackoff:        10 * time.Second,
+		MaxBackoffCap:     60 * time.Second,
+		Multiplier:        2,
+		MaxMultiplier:     10,
+		RetryOn:           []int{429, 500, 502, 503, 504},
+		MaxRetryAfter:     60 * time.Second,
+		MaxRequestBytes:   4 << 20,
+		// 4 MiB is the default gRPC receive limit of callers; leave room for
+		// headers, the attempt log and framing so default clients work.
+		MaxResponseBytes: 4<<20 - 128<<10,
+		IdempotencyTTL:   24 * time.Hour,
+		InFlightWait:     2 * time.Second,
+	}
+}
+
+// Ask is what a caller asked for; zero fields are unset.
+type Ask struct {
+	ConnectTimeout   time.Duration
+	ReadTimeout      time.Duration
+	AttemptTimeout   time.Duration
+	TotalTimeout     time.Duration
+	MaxAttempts      int
+	InitialBackoff   time.Duration
+	MaxBackoff       time.Duration
+	Multiplier       float64
+	RetryOn          []int
+	IgnoreRetryAfter bool
+}
+
+// Resolve returns the outbound policy for ask: unset fields take p's
+// defaults, asks above a cap are clamped to it. Validation of the ask's shape
+// (negative durations, statuses out of range) is the caller's job.
+func (p Policy) Resolve(ask Ask) outbound.Policy {
+	initial := pick(ask.InitialBackoff, p.InitialBackoff, p.MaxBackoffCap)
+	maxBackoff := max(pick(ask.MaxBackoff, p.MaxBackoff, p.MaxBackoffCap), initial)
+	mult := p.Multiplier
+	if ask.Multiplier != 0 {
+		mult = min(max(ask.Multiplier, 1), p.MaxMultiplier)
+	}
+	attempts := p.MaxAttempts
+	if ask.MaxAttempts > 0 {
+		attempts = ask.MaxAttempts
+	}
+	attempts = min(attempts, p.MaxAttemptsCap)
+	retryOn := p.RetryOn
+	if len(ask.RetryOn) > 0 {
+		retryOn = ask.RetryOn
+	}
+	return outbound.Policy{
+		ConnectTimeout:   pick(ask.ConnectTimeout, p.ConnectTimeout, p.MaxConnectTimeout),
+		ReadTimeout:      pick(ask.ReadTimeout, p.ReadTimeout, p.MaxReadTimeout),
+		AttemptTimeout:   pick(ask.AttemptTimeout, p.AttemptTimeout, p.MaxAttemptTimeout),
+		TotalTimeout:     pick(ask.TotalTimeout, p.TotalTimeout, p.MaxTotalTimeout),
+		MaxAttempts:      max(attempts, 1),
+		InitialBackoff:   initial,
+		MaxBackoff:       maxBackoff,
+		Multiplier:       mult,
+		RetryOn:          slices.Clone(retryOn),
+		IgnoreRetryAfter: ask.IgnoreRetryAfter,
+		MaxRetryAfter:    p.MaxRetryAfter,
+		MaxResponseBytes: p.MaxResponseBytes,
+	}
+}
+
+// pick returns asked clamped to limit, or def when nothing was asked.
+func pick(asked, def, limit time.Duration) time.Duration {
+	if asked <= 0 {
+		return def
+	}
+	return min(asked, limit)
+}
