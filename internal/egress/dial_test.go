@@ -223,7 +223,7 @@ func TestDialContextErrors(t *testing.T) {
 		{"port zero", "tcp", "example.com:0", isMalformed},
 		{"port too big", "tcp", "example.com:65536", isMalformed},
 		{"named port", "tcp", "example.com:http", isMalformed},
-		{"bad host", "tcp", "a_b.example:80", isMalformed},
+		{"bad host", "tcp", "a*b.example:80", isMalformed},
 		{"udp", "udp", "8.8.8.8:53", func(err error) bool { return err != nil && !errors.Is(err, ErrDenied) }},
 		{"unix", "unix", "/run/x.sock", func(err error) bool { return err != nil }},
 		{"tcp4 with only v6", "tcp4", "v6.test:443", func(err error) bool {

@@ -8,11 +8,17 @@ import (
 	"golang.org/x/net/idna"
 )
 
-// lookupProfile maps a host for lookup (UTS #46 non-transitional, STD3 ASCII
-// rules, hyphen, joiner and Bidi checks) and refuses invalid labels. DNS
-// lengths are checked by normalizeHost, after the trailing dot is removed.
+// lookupProfile maps a host for lookup (UTS #46 non-transitional, joiner and
+// Bidi checks) and refuses invalid labels. Two checks of the strict profile
+// are relaxed because real hosts fail them: underscores (service names,
+// some SaaS tenants) and "--" in the third and fourth positions of an ASCII
+// label (CDN hosts such as r3---sn-abc.example.net). normalizeHost then
+// allows only letters, digits, '-' and '_' in the mapped result, and DNS
+// lengths are checked after the trailing dot is removed.
 var lookupProfile = idna.New(
 	idna.MapForLookup(),
+	idna.StrictDomainName(false),
+	idna.CheckHyphens(false),
 	idna.BidiRule(),
 	idna.Transitional(false),
 )
@@ -60,9 +66,7 @@ func normalizeHost(raw string) (name string, addr netip.Addr, reason string) {
 			return "", netip.Addr{}, fmt.Sprintf("host %q has an empty label", clip(raw, 64))
 		case len(label) > maxLabel:
 			return "", netip.Addr{}, fmt.Sprintf("host label %q is longer than %d characters", clip(label, 16), maxLabel)
-		case !ldh(label):
-			// Unreachable while the profile applies STD3 rules; kept so a
-			// profile change can never let another character through.
+		case !ldh(label), label[0] == '-', label[len(label)-1] == '-':
 			return "", netip.Addr{}, fmt.Sprintf("host %q is not a valid domain name", clip(raw, 64))
 		}
 	}
@@ -81,11 +85,12 @@ func ipv6Literal(s string) (netip.Addr, string) {
 	return a, ""
 }
 
-// ldh reports whether label holds only lower-case letters, digits and hyphens.
+// ldh reports whether label holds only lower-case letters, digits, hyphens
+// and underscores.
 func ldh(label string) bool {
 	for i := 0; i < len(label); i++ {
 		c := label[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
 			return false
 		}
 	}
