@@ -1,0 +1,270 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"time"
+
+	"github.com/fetchd/fetchd/internal/egress"
+)
+
+// resentDetail describes a send that net/http repeated on its own.
+const resentDetail = "reused connection closed before response; transport re-sent"
+
+// exchange is one attempt of the loop: the request handed to net/http once.
+// net/http may send it more than once (it silently re-sends a replayable
+// request whose reused connection died); the trace sees every real send.
+type exchange struct {
+	r      *run
+	number int           // Attempt.Number of its first record
+	wait   time.Duration // the wait before it, and why
+	reason string
+	start  time.Time
+
+	attemptCtx context.Context // ends with errAttemptTimeout
+	readCtx    context.Context // ends with errReadTimeout
+	release    func()          // ends the attempt's contexts and timer
+	watch      *watchdog
+
+	resp *http.Response // headers arrived; body still unread
+	err  error
+
+	mu       sync.Mutex
+	repeated []span    // sends that failed and were repeated by net/http
+	tryStart time.Time // the current try: the last connection asked for
+	tryConn  net.Conn  // its connection, nil until one is had
+	tryWrote bool      // its request headers were written
+}
+
+type span struct{ start, end time.Time }
+
+// send runs the request once through net/http and returns when response
+// headers arrive or the attempt fails.
+func (r *run) send(number int, wait time.Duration, reason string) *exchange {
+	x := &exchange{r: r, number: number, wait: wait, reason: reason, start: r.c.now()}
+	x.tryStart = x.start
+
+	var cancelAttempt context.CancelFunc
+	if r.p.AttemptTimeout > 0 {
+		x.attemptCtx, cancelAttempt = context.WithTimeoutCause(r.ctx, r.p.AttemptTimeout, errAttemptTimeout)
+	} else {
+		x.attemptCtx, cancelAttempt = context.WithCancel(r.ctx)
+	}
+	readCtx, cancelRead := context.WithCancelCause(x.attemptCtx)
+	x.readCtx = readCtx
+	x.watch = newWatchdog(r.p.ReadTimeout, func() { cancelRead(errReadTimeout) })
+	x.release = func() {
+		x.watch.stop()
+		cancelRead(nil)
+		cancelAttempt()
+	}
+
+	ctx := httptrace.WithClientTrace(readCtx, x.trace())
+	connect := r.p.ConnectTimeout
+	if connect <= 0 {
+		connect = fallbackConnectTimeout
+	}
+	ctx = withConnectTimeout(ctx, connect)
+
+	x.resp, x.err = r.target.client.Do(r.request(ctx))
+	if x.err == nil {
+		x.watch.kick() // headers arrived: the silence before the body starts now
+	}
+	return x
+}
+
+// trace observes every try net/http makes within one exchange. A try that
+// wrote its headers and is followed by another try was a real send that
+// failed silently and was repeated.
+func (x *exchange) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GetConn: func(string) {
+			x.mu.Lock()
+			x.nextTry()
+			x.mu.Unlock()
+		},
+		GotConn: func(info httptrace.GotConnInfo) {
+			x.mu.Lock()
+			x.nextTry()
+			x.tryConn = info.Conn
+			x.mu.Unlock()
+			x.watch.pause() // a repeated send: the earlier silence no longer counts
+		},
+		WroteHeaders: func() {
+			x.mu.Lock()
+			x.tryWrote = true
+			x.mu.Unlock()
+		},
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			x.watch.kick() // the read timeout runs from the request written
+		},
+	}
+}
+
+// nextTry closes the current try if it sent something. x.mu is held.
+func (x *exchange) nextTry() {
+	if !x.tryWrote {
+		return
+	}
+	now := x.r.c.now()
+	x.repeated = append(x.repeated, span{x.tryStart, now})
+	x.tryStart, x.tryConn, x.tryWrote = now, nil, false
+}
+
+// records returns the attempt log entries of the exchange: one per repeated
+// send, then the last try with its outcome; and whether anything may have
+// reached the upstream.
+func (x *exchange) records(status int, class, detail string) (out []Attempt, sent bool) {
+	end := x.r.c.now()
+	x.mu.Lock()
+	repeated, tryStart, onConn := x.repeated, x.tryStart, x.tryConn != nil
+	x.mu.Unlock()
+	n := x.number
+	for _, s := range repeated {
+		out = append(out, Attempt{Number: n, Error: ClassReset, Detail: resentDetail, Duration: s.end.Sub(s.start)})
+		n++
+	}
+	out = append(out, Attempt{Number: n, Status: status, Error: class, Detail: detail, Duration: end.Sub(tryStart)})
+	out[0].Backoff, out[0].BackoffReason = x.wait, x.reason
+	sent = len(repeated) > 0 || onConn || status != 0 || !unsent(class)
+	return out, sent
+}
+
+// failure names why the exchange failed. The contexts come first: when one
+// of them ended, that ended the attempt, whatever error net/http saw as a
+// consequence.
+func (x *exchange) failure() *attemptError {
+	r := x.r
+	if ae := r.contextFailure(); ae != nil {
+		return ae
+	}
+	switch {
+	case context.Cause(x.attemptCtx) == errAttemptTimeout:
+		return &attemptError{class: ClassAttemptTimeout, detail: fmt.Sprintf("attempt took longer than %s", r.p.AttemptTimeout)}
+	case context.Cause(x.readCtx) == errReadTimeout:
+		return &attemptError{class: ClassReadTimeout, detail: fmt.Sprintf("no data from the upstream for %s", r.p.ReadTimeout)}
+	}
+	x.mu.Lock()
+	conn := x.tryConn
+	x.mu.Unlock()
+	var connErr error
+	if conn != nil {
+		connErr = connReadErr(conn)
+	}
+	ae := &attemptError{class: classify(x.err, conn != nil, connErr), detail: describe(x.err, r.req.URL)}
+	if ae.class == ClassDenied {
+		ae.cause = deniedCause(x.err)
+	}
+	return ae
+}
+
+// deniedCause returns the guard's own error out of a transport error chain
+// (which also holds the URL), so that callers can errors.As it.
+func deniedCause(err error) error {
+	var de *egress.DeniedError
+	if errors.As(err, &de) {
+		return de
+	}
+	return egress.ErrDenied
+}
+
+// readBody reads the response body up to limit bytes. Over the limit it
+// returns ErrBodyTooLarge and closes the body unread, which closes the
+// connection rather than draining it.
+func (x *exchange) readBody(limit int64) ([]byte, error) {
+	body := x.resp.Body
+	defer body.Close()
+	if body == http.NoBody { // HEAD, 204, 304: ContentLength may describe a body never sent
+		return []byte{}, nil
+	}
+	n := x.resp.ContentLength
+	if n > limit {
+		return nil, ErrBodyTooLarge
+	}
+	var buf bytes.Buffer
+	if n > 0 {
+		buf.Grow(int(n) + bytes.MinRead) // room for the read that sees EOF
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(kickReader{body, x.watch}, limit+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, ErrBodyTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// discard drains a little of a body that is not wanted, so that a short one
+// leaves its connection reusable, and closes it.
+func (x *exchange) discard() {
+	_, _ = io.CopyN(io.Discard, kickReader{x.resp.Body, x.watch}, drainLimit)
+	_ = x.resp.Body.Close()
+}
+
+// kickReader resets the read watchdog whenever data arrives.
+type kickReader struct {
+	r     io.Reader
+	watch *watchdog
+}
+
+func (k kickReader) Read(p []byte) (int, error) {
+	n, err := k.r.Read(p)
+	if n > 0 {
+		k.watch.kick()
+	}
+	return n, err
+}
+
+// watchdog calls fire after d of silence: it is started (and restarted) by
+// kick, held by pause, and ended for good by stop. A zero d never fires.
+type watchdog struct {
+	d    time.Duration
+	fire func()
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func newWatchdog(d time.Duration, fire func()) *watchdog {
+	return &watchdog{d: d, fire: fire}
+}
+
+func (w *watchdog) kick() {
+	if w.d <= 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.stopped:
+	case w.t == nil:
+		w.t = time.AfterFunc(w.d, w.fire)
+	default:
+		w.t.Reset(w.d)
+	}
+}
+
+func (w *watchdog) pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.t != nil {
+		w.t.Stop()
+	}
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.t != nil {
+		w.t.Stop()
+	}
+}

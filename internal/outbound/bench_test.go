@@ -1,0 +1,79 @@
+package outbound
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// BenchmarkDo compares a pooled net/http client with Client.Do for a small
+// GET to a local upstream, serially and in parallel:
+//
+//	go test -run '^$' -bench BenchmarkDo -benchmem ./internal/outbound/
+func BenchmarkDo(b *testing.B) {
+	body := []byte(`{"ok":true,"id":"0123456789"}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer srv.Close()
+
+	direct := &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 64,
+		MaxConnsPerHost:     64,
+		DisableCompression:  true,
+	}}
+	defer direct.CloseIdleConnections()
+	directGet := func() error {
+		req, err := http.NewRequestWithContext(context.Background(), "GET", srv.URL+"/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := direct.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.ReadAll(resp.Body)
+		return err
+	}
+
+	c := New(loopback())
+	defer c.Close()
+	u, err := parseURL(srv.URL + "/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &Request{Method: "GET", URL: u, Policy: benchPolicy()}
+	outboundGet := func() error {
+		_, err := c.Do(context.Background(), req)
+		return err
+	}
+
+	for _, bc := range []struct {
+		name string
+		get  func() error
+	}{{"direct", directGet}, {"outbound", outboundGet}} {
+		b.Run(bc.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bc.get(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(bc.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := bc.get(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

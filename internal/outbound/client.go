@@ -1,0 +1,286 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/fetchd/fetchd/internal/egress"
+)
+
+// Client sends requests upstream with pooled per-target connections,
+// timeouts and retries. It is safe for concurrent use; a zero Client is not
+// usable, build one with New.
+type Client struct {
+	guard     *egress.Guard
+	guardDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	now             func() time.Time
+	sleep           func(ctx context.Context, d time.Duration) error
+	jitter          func(limit time.Duration) time.Duration
+	maxTargets      int
+	maxConnsPerHost int
+	tlsConfig       *tls.Config
+
+	pool *pool
+}
+
+// New returns a Client whose every connection is checked and dialled by
+// guard. A nil guard means egress.New(): only global unicast addresses.
+func New(guard *egress.Guard, opts ...Option) *Client {
+	c := &Client{
+		guard:           guard,
+		now:             time.Now,
+		sleep:           sleepTimer,
+		jitter:          fullJitter,
+		maxTargets:      defaultMaxTargets,
+		maxConnsPerHost: defaultMaxConnsPerHost,
+	}
+	for _, opt := range opts {
+		opt(c)
+	}
+	c.validate()
+	c.guardDial = c.guard.DialContext(&net.Dialer{
+		Timeout:   fallbackConnectTimeout, // the per-request connect timeout is shorter
+		KeepAlive: 30 * time.Second,
+	})
+	c.pool = newPool(c.maxTargets, c.newTransport)
+	return c
+}
+
+// validate replaces unusable settings with the defaults.
+func (c *Client) validate() {
+	if c.guard == nil {
+		c.guard = egress.New()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.sleep == nil {
+		c.sleep = sleepTimer
+	}
+	if c.jitter == nil {
+		c.jitter = fullJitter
+	}
+	if c.maxTargets < 1 {
+		c.maxTargets = defaultMaxTargets
+	}
+	if c.maxConnsPerHost < 1 {
+		c.maxConnsPerHost = defaultMaxConnsPerHost
+	}
+	if c.tlsConfig == nil {
+		c.tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else {
+		c.tlsConfig = c.tlsConfig.Clone()
+	}
+	if len(c.tlsConfig.NextProtos) == 0 {
+		c.tlsConfig.NextProtos = []string{"h2", "http/1.1"}
+	}
+}
+
+// Close closes the idle connections of every pool. Requests in flight are
+// not interrupted, and the Client stays usable: later requests dial anew.
+func (c *Client) Close() { c.pool.closeIdle() }
+
+// Do sends req and returns the final upstream answer, retrying as the policy
+// allows. Any status is an answer: a 404, or a 503 once retries are spent,
+// comes back as a *Response with a nil error.
+//
+// Errors:
+//   - *ExhaustedError: no answer (connection failures, timeouts, the caller's
+//     cancel or deadline, the total timeout, a guard refusal); see its
+//     documentation for how to tell these apart;
+//   - *BodyTooLargeError (errors.Is ErrBodyTooLarge): the body is over
+//     Policy.MaxResponseBytes.
+//
+// Both carry the attempt log. Do never modifies req.
+func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	if req == nil || req.URL == nil {
+		return nil, errors.New("outbound: request has no URL")
+	}
+	r := &run{c: c, req: req, p: req.Policy.normalized(), caller: ctx, method: req.Method}
+	if r.method == "" {
+		r.method = http.MethodGet
+	}
+	var cancel context.CancelFunc
+	if r.p.TotalTimeout > 0 {
+		r.ctx, cancel = context.WithTimeout(ctx, r.p.TotalTimeout)
+	} else {
+		r.ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+
+	if ae := c.checkLiteral(r.ctx, req.URL); ae != nil {
+		return nil, &ExhaustedError{Err: ae}
+	}
+	r.target = c.pool.get(req.URL)
+	defer r.target.done()
+	r.header = requestHeader(req.Header)
+	return r.loop()
+}
+
+// checkLiteral asks the guard about a host that is an IP literal before
+// anything is dialled, so that a refused literal fails at once. Names are
+// checked when dialled, by the guard's dialer.
+func (c *Client) checkLiteral(ctx context.Context, u *url.URL) *attemptError {
+	host := u.Hostname()
+	if _, err := netip.ParseAddr(host); err != nil {
+		return nil
+	}
+	if _, err := c.guard.Resolve(ctx, host); err != nil {
+		ae := &attemptError{class: ClassOther, detail: redact(err.Error(), u), cause: err}
+		if errors.Is(err, egress.ErrDenied) {
+			ae.class = ClassDenied
+		}
+		return ae
+	}
+	return nil
+}
+
+// run is the state of one Do.
+type run struct {
+	c      *Client
+	req    *Request
+	p      Policy
+	method string
+	caller context.Context // the caller's context
+	ctx    context.Context // the caller's context bounded by TotalTimeout
+	target *target
+	header http.Header
+
+	log  []Attempt
+	sent bool
+}
+
+// loop runs attempts until one gives a final answer, a failure is final, the
+// attempts are spent, or the next wait would outlive the deadline.
+func (r *run) loop() (*Response, error) {
+	var (
+		wait   time.Duration
+		reason string
+	)
+	for n := 1; ; n++ {
+		x := r.send(len(r.log)+1, wait, reason)
+		if x.err == nil {
+			status := x.resp.StatusCode
+			if n < r.p.MaxAttempts && retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn) {
+				w, why := delay(r.p, n, status, x.resp.Header, r.c.now(), r.c.jitter)
+				if r.fits(w) {
+					x.discard()
+					r.record(x, status, "", "")
+					x.release()
+					if err := r.c.sleep(r.ctx, w); err != nil {
+						return nil, r.interrupted(err)
+					}
+					wait, reason = w, why
+					continue
+				}
+				// Waiting would run into the deadline: this answer is final.
+			}
+			body, err := x.readBody(r.p.MaxResponseBytes)
+			if err == nil {
+				r.record(x, status, "", "")
+				x.release()
+				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log}, nil
+			}
+			if errors.Is(err, ErrBodyTooLarge) {
+				r.record(x, status, ClassBodyTooLarge, fmt.Sprintf("response body over %d bytes", r.p.MaxResponseBytes))
+				x.release()
+				return nil, &BodyTooLargeError{Limit: r.p.MaxResponseBytes, Status: status, Attempts: r.log}
+			}
+			x.err = err // the body broke off: a failed attempt that had a status
+		}
+
+		var (
+			status int
+			header http.Header
+		)
+		if x.resp != nil {
+			status, header = x.resp.StatusCode, x.resp.Header
+		}
+		ae := x.failure()
+		r.record(x, status, ae.class, ae.detail)
+		x.release()
+		if n >= r.p.MaxAttempts || !retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn) {
+			return nil, r.exhausted(ae)
+		}
+		w, why := delay(r.p, n, status, header, r.c.now(), r.c.jitter)
+		if !r.fits(w) {
+			return nil, r.exhausted(ae)
+		}
+		if err := r.c.sleep(r.ctx, w); err != nil {
+			return nil, r.interrupted(err)
+		}
+		wait, reason = w, why
+	}
+}
+
+// record appends the exchange's entries to the attempt log.
+func (r *run) record(x *exchange, status int, class, detail string) {
+	recs, sent := x.records(status, class, detail)
+	r.log = append(r.log, recs...)
+	r.sent = r.sent || sent
+}
+
+// fits reports whether a wait of w ends before the deadline.
+func (r *run) fits(w time.Duration) bool {
+	deadline, ok := r.ctx.Deadline()
+	return !ok || r.c.now().Add(w).Before(deadline)
+}
+
+func (r *run) exhausted(ae *attemptError) *ExhaustedError {
+	return &ExhaustedError{Attempts: r.log, Err: ae, Sent: r.sent}
+}
+
+// interrupted reports a backoff wait that ended early.
+func (r *run) interrupted(err error) *ExhaustedError {
+	ae := r.contextFailure()
+	if ae == nil {
+		ae = &attemptError{class: ClassOther, detail: "backoff wait failed: " + err.Error(), cause: err}
+	}
+	return r.exhausted(ae)
+}
+
+// contextFailure reports the caller's cancel or deadline, or the total
+// timeout, if one of them has ended the run.
+func (r *run) contextFailure() *attemptError {
+	if err := r.caller.Err(); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return &attemptError{class: ClassCanceled, detail: "the caller cancelled the request", cause: err}
+		}
+		return &attemptError{class: ClassDeadline, detail: "the caller's deadline passed", cause: err}
+	}
+	if err := r.ctx.Err(); err != nil {
+		return &attemptError{class: ClassDeadline, detail: fmt.Sprintf("total timeout of %s ran out", r.p.TotalTimeout), cause: err}
+	}
+	return nil
+}
+
+// request builds the http.Request of one attempt. The body is rebuilt from
+// the bytes every time (and GetBody lets net/http rebuild it too), so every
+// send carries it intact.
+func (r *run) request(ctx context.Context) *http.Request {
+	u := *r.req.URL
+	hr := &http.Request{
+		Method:     r.method,
+		URL:        &u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     r.header,
+	}
+	if body := r.req.Body; len(body) > 0 {
+		hr.ContentLength = int64(len(body))
+		hr.Body = io.NopCloser(bytes.NewReader(body))
+		hr.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return hr.WithContext(ctx)
+}

@@ -1,0 +1,62 @@
+// Package outbound is fetchd's HTTP engine: pooled per-target clients, the
+// attempt loop, backoff, Retry-After, timeouts, retry decisions and failure
+// classes. It is given a validated [Request] and a resolved [Policy]; it
+// neither validates callers nor maps errors to gRPC codes.
+//
+// Invariants:
+//
+//   - Every connection is dialled by the egress guard's dialer, which
+//     resolves the name, checks every address and dials the checked address.
+//     An IP literal host is checked before anything is dialled. A guard
+//     refusal is never retried. No proxy is taken from the environment, and
+//     redirects are not followed: a 3xx is an answer.
+//   - Do never retries a request with an unsafe method (anything but GET,
+//     HEAD, OPTIONS, TRACE, PUT, DELETE) that may have reached the upstream,
+//     unless the caller gave an idempotency key ([Request].Keyed). Without a
+//     key it retries such a request only after a failure that proves nothing
+//     left: connection refused or a DNS failure. A status answer to it is
+//     never retried: the upstream processed it. The one send fetchd cannot
+//     hold back: net/http re-sends on its own a request that carries an
+//     Idempotency-Key or X-Idempotency-Key header (below); whoever adds that
+//     header to an unsafe request should set Keyed, since the header already
+//     promises the upstream deduplicates.
+//   - The attempt log records every real send. net/http silently re-sends a
+//     replayable request (GET, HEAD, OPTIONS, TRACE, or any method carrying
+//     an Idempotency-Key or X-Idempotency-Key header) when a reused
+//     connection dies under it; an httptrace.ClientTrace per attempt sees
+//     each send, and a re-sent one is logged as its own [Attempt] with class
+//     "reset". Such sends are not counted against MaxAttempts (they cannot be
+//     prevented without giving up connection reuse), but they are visible,
+//     and they make [ExhaustedError].Sent true.
+//   - Time: TotalTimeout and the caller's deadline bound everything, backoff
+//     included; each attempt gets min(AttemptTimeout, time left); the connect
+//     timeout bounds dial and TLS handshake; the read timeout is the longest
+//     silence after the request is written and between body reads. A wait
+//     that would end at or after the deadline is not slept: Do returns the
+//     last answer (or the failure) at once. A cancelled caller context
+//     cancels the upstream request at once.
+//   - Bodies: the request body is sent intact on every attempt. A response
+//     body is read up to Policy.MaxResponseBytes; over it, Do returns a
+//     *[BodyTooLargeError] and closes the connection. A response discarded
+//     for a retry is drained up to 4 KiB and closed, so a short one leaves
+//     its connection reusable.
+//   - Failure classes come from error types (errors.Is/As) and from which of
+//     fetchd's own contexts ended the attempt, never from error text.
+//     Details never carry the URL's query or credentials.
+//
+// Ownership: Do reads the Request and never modifies or retains it; the
+// returned Response and its slices belong to the caller. Do closes every
+// upstream response body it opens. [Client.Close] closes idle connections;
+// it does not interrupt requests in flight.
+//
+// Concurrency: a [Client] is safe for concurrent use; one Client should serve
+// the whole process so that connections are pooled. Pools are per (scheme,
+// host, port) and bounded in number (least recently used evicted, its idle
+// connections closed) and in connections per host.
+//
+// Errors: [ExhaustedError] and [BodyTooLargeError] carry the attempt log.
+// Ask, in this order: errors.Is(err, egress.ErrDenied), errors.Is(err,
+// ErrBodyTooLarge), errors.Is(err, context.Canceled), errors.Is(err,
+// context.DeadlineExceeded); anything else is an *ExhaustedError whose
+// attempts found no answer.
+package outbound

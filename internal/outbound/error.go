@@ -1,0 +1,236 @@
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"syscall"
+
+	"github.com/fetchd/fetchd/internal/egress"
+)
+
+// ErrBodyTooLarge means the response body is over Policy.MaxResponseBytes.
+// The error Do returns for it is a *BodyTooLargeError.
+var ErrBodyTooLarge = errors.New("outbound: response body too large")
+
+var (
+	// Causes given to the per-attempt contexts, so that the attempt loop can
+	// tell which of its own timers ended an attempt.
+	errAttemptTimeout = errors.New("outbound: attempt timeout")
+	errReadTimeout    = errors.New("outbound: read timeout")
+)
+
+// ExhaustedError reports that no usable upstream answer arrived: every
+// attempt that ran failed (refused, reset, timed out), the caller cancelled,
+// the deadline ran out, or the egress guard refused the address.
+//
+// Err is the last attempt's failure, or the context's error. errors.Is on the
+// ExhaustedError tells the cases apart, and should be asked in this order:
+//
+//   - egress.ErrDenied: the guard refused the address (PERMISSION_DENIED);
+//     errors.As finds the *egress.DeniedError. Attempts may be empty.
+//   - context.Canceled: the caller cancelled.
+//   - context.DeadlineExceeded: TotalTimeout or the caller's deadline ran
+//     out (DEADLINE_EXCEEDED).
+//   - otherwise: attempts ran out without an answer (UNAVAILABLE).
+//
+// Err never wraps a context error because of a per-attempt timeout, so an
+// attempt timeout or read timeout alone never reads as DEADLINE_EXCEEDED.
+type ExhaustedError struct {
+	Attempts []Attempt
+	Err      error
+	// Sent is true if any attempt may have reached the upstream. It is false
+	// only when every attempt provably never left: guard refusal, DNS
+	// failure, connection refused (and no send repeated by the transport).
+	Sent bool
+}
+
+func (e *ExhaustedError) Error() string {
+	switch n := len(e.Attempts); n {
+	case 0:
+		return fmt.Sprintf("outbound: %v", e.Err)
+	case 1:
+		return fmt.Sprintf("outbound: no response after 1 attempt: %v", e.Err)
+	default:
+		return fmt.Sprintf("outbound: no response after %d attempts: %v", n, e.Err)
+	}
+}
+
+// Unwrap returns Err.
+func (e *ExhaustedError) Unwrap() error { return e.Err }
+
+// BodyTooLargeError reports a response whose body is over the policy's limit.
+// errors.Is(err, ErrBodyTooLarge) holds for it. It is never retried: the
+// upstream answered, and the connection was closed rather than drained.
+type BodyTooLargeError struct {
+	Limit    int64 // Policy.MaxResponseBytes
+	Status   int   // the status of the oversized response
+	Attempts []Attempt
+}
+
+func (e *BodyTooLargeError) Error() string {
+	return fmt.Sprintf("outbound: response body (status %d) is over the %d-byte limit", e.Status, e.Limit)
+}
+
+// Unwrap returns ErrBodyTooLarge.
+func (e *BodyTooLargeError) Unwrap() error { return ErrBodyTooLarge }
+
+// attemptError is one attempt's failure as Do reports it: a class and a
+// person-readable detail. It unwraps only to what callers branch on (the
+// egress error, the context error), never to a transport error that might
+// carry a misleading context.DeadlineExceeded.
+type attemptError struct {
+	class  string
+	detail string
+	cause  error // egress error for "denied", context error for "canceled"/"deadline", else nil
+}
+
+func (e *attemptError) Error() string {
+	if e.detail == "" {
+		return e.class
+	}
+	return e.class + ": " + e.detail
+}
+
+func (e *attemptError) Unwrap() error { return e.cause }
+
+// dialError marks an error returned by fetchd's dialers, so that a failure
+// while connecting is told apart from one on an established connection.
+type dialError struct {
+	err       error
+	handshake bool // the TCP connection was up; the TLS handshake failed
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// classify names an error returned by the transport, from its types only.
+// onConn says the failing try had a connection; connErr is the first read
+// error seen on that connection, if any: net/http reports a connection the
+// server closed with untyped errors, and the connection's own read error says
+// what really happened. An untyped error on a connection that is still
+// readable means the answer could not be parsed: a protocol error.
+//
+// The contexts are not consulted here; the caller checks them first.
+func classify(err error, onConn bool, connErr error) string {
+	var de *dialError
+	dial := errors.As(err, &de)
+	switch {
+	case errors.Is(err, egress.ErrDenied):
+		return ClassDenied
+	case egress.IsDNSError(err):
+		return ClassDNS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ClassConnectRefused
+	case dial && isTimeout(err):
+		return ClassConnectTimeout
+	case isReset(err):
+		return ClassReset
+	case dial && de.handshake, isTLS(err):
+		return ClassTLS
+	case dial:
+		return ClassOther
+	case connErr != nil && isReset(connErr):
+		return ClassReset
+	case isTimeout(err):
+		return ClassOther // a timeout none of fetchd's timers caused
+	case onConn:
+		return ClassProtocol
+	default:
+		return ClassOther
+	}
+}
+
+// isTimeout reports a timeout anywhere in err's chain. errors.As would stop
+// at the first net.Error, and *url.Error is one whose Timeout only looks one
+// level down.
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || inChain(err, func(e error) bool {
+		t, ok := e.(interface{ Timeout() bool })
+		return ok && t.Timeout()
+	})
+}
+
+// inChain reports whether f holds for err or any error it wraps.
+func inChain(err error, f func(error) bool) bool {
+	for err != nil {
+		if f(err) {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if inChain(e, f) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF)
+}
+
+func isTLS(err error) bool {
+	var (
+		rh  tls.RecordHeaderError
+		cv  *tls.CertificateVerificationError
+		ae  tls.AlertError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		ech *tls.ECHRejectionError
+	)
+	return errors.As(err, &rh) || errors.As(err, &cv) || errors.As(err, &ae) ||
+		errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ech)
+}
+
+// describe renders err for Attempt.Detail: without the *url.Error wrapper
+// (which repeats the URL), with the URL's query and credentials removed
+// should any layer below have echoed them, and clipped.
+func describe(err error, u *url.URL) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return redact(err.Error(), u)
+}
+
+// redact removes the query and credentials of u from s.
+func redact(s string, u *url.URL) string {
+	if u != nil {
+		if u.RawQuery != "" {
+			s = strings.ReplaceAll(s, u.RawQuery, "REDACTED")
+		}
+		if u.User != nil {
+			if ui := u.User.String(); ui != "" {
+				s = strings.ReplaceAll(s, ui, "REDACTED")
+			}
+		}
+	}
+	const limit = 512
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return s
+}

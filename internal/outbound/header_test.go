@@ -1,0 +1,92 @@
+package outbound
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestRequestHeader(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{
+			name: "hop-by-hop, Host and Content-Length dropped",
+			in: http.Header{
+				"Connection":          {"keep-alive, X-Listed"},
+				"X-Listed":            {"secret"},
+				"Keep-Alive":          {"timeout=5"},
+				"Proxy-Connection":    {"keep-alive"},
+				"Proxy-Authenticate":  {"Basic"},
+				"Proxy-Authorization": {"Basic Zm9vOmJhcg=="},
+				"Te":                  {"trailers"},
+				"Trailer":             {"X-T"},
+				"Transfer-Encoding":   {"chunked"},
+				"Upgrade":             {"websocket"},
+				"Host":                {"evil.example"},
+				"Content-Length":      {"999"},
+				"Authorization":       {"Bearer t"},
+				"X-Keep":              {"a", "b"},
+			},
+			want: http.Header{
+				"Authorization": {"Bearer t"},
+				"X-Keep":        {"a", "b"},
+				"User-Agent":    {"fetchd"},
+			},
+		},
+		{
+			name: "non-canonical names",
+			in:   http.Header{"connection": {"x-listed"}, "x-listed": {"1"}, "x-keep": {"1"}, "user-agent": {"caller/1"}},
+			want: http.Header{"X-Keep": {"1"}, "User-Agent": {"caller/1"}},
+		},
+		{
+			name: "caller User-Agent kept",
+			in:   http.Header{"User-Agent": {"billing/2.1"}},
+			want: http.Header{"User-Agent": {"billing/2.1"}},
+		},
+		{
+			name: "empty User-Agent kept (sends none)",
+			in:   http.Header{"User-Agent": {""}},
+			want: http.Header{"User-Agent": {""}},
+		},
+		{
+			name: "nil header",
+			in:   nil,
+			want: http.Header{"User-Agent": {"fetchd"}},
+		},
+	}
+	for _, tt := range tests {
+		if got := requestHeader(tt.in); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: requestHeader = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRequestHeaderDoesNotAlias(t *testing.T) {
+	t.Parallel()
+	in := http.Header{"X-A": {"1"}}
+	out := requestHeader(in)
+	out["X-A"][0] = "changed"
+	if in["X-A"][0] != "1" {
+		t.Fatal("requestHeader shares value slices with the caller's header")
+	}
+}
+
+func TestResponseHeader(t *testing.T) {
+	t.Parallel()
+	in := http.Header{
+		"Connection":     {"X-Hop"},
+		"X-Hop":          {"1"},
+		"Keep-Alive":     {"timeout=5"},
+		"Content-Length": {"10"},
+		"Content-Type":   {"text/plain"},
+		"Set-Cookie":     {"a=1", "b=2"},
+	}
+	want := http.Header{"Content-Length": {"10"}, "Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}}
+	if got := responseHeader(in); !reflect.DeepEqual(got, want) {
+		t.Fatalf("responseHeader = %v, want %v", got, want)
+	}
+}

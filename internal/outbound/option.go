@@ -1,0 +1,77 @@
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"time"
+)
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithNow sets the clock used for attempt durations, Retry-After dates and
+// the check that a wait still fits before the deadline. Default time.Now. The
+// deadline itself comes from the context, so the clock must agree with the
+// one contexts use (time.Now, or the fake one inside testing/synctest).
+func WithNow(now func() time.Time) Option {
+	return func(c *Client) { c.now = now }
+}
+
+// WithSleep sets how a backoff wait is spent. It must return early with a
+// non-nil error when ctx is done. Default: a timer and a select on
+// ctx.Done().
+func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
+	return func(c *Client) { c.sleep = sleep }
+}
+
+// WithJitter sets how a wait is drawn from [0, limit] for full jitter.
+// Default: uniform, from math/rand/v2. Results outside [0, limit] are clamped.
+func WithJitter(jitter func(limit time.Duration) time.Duration) Option {
+	return func(c *Client) { c.jitter = jitter }
+}
+
+// WithMaxTargets bounds how many (scheme, host, port) pools are kept; the
+// least recently used is evicted and its idle connections closed. Default
+// 1024.
+func WithMaxTargets(n int) Option {
+	return func(c *Client) { c.maxTargets = n }
+}
+
+// WithMaxConnsPerHost bounds the connections, idle or busy, to one target.
+// Requests over the bound wait for a connection. Default 64.
+func WithMaxConnsPerHost(n int) Option {
+	return func(c *Client) { c.maxConnsPerHost = n }
+}
+
+// WithTLSConfig sets the TLS client configuration (roots, client
+// certificates, minimum version). It is cloned; ServerName is set per
+// connection from the URL's host unless the config fixes one. Default: the
+// system roots.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) { c.tlsConfig = cfg }
+}
+
+const (
+	defaultMaxTargets      = 1024
+	defaultMaxConnsPerHost = 64
+	// drainLimit is how much of a discarded body is read so that its
+	// connection can be reused; a longer body closes the connection.
+	drainLimit = 4 << 10
+	// fallbackConnectTimeout bounds a dial when the policy gives no connect
+	// timeout.
+	fallbackConnectTimeout = 30 * time.Second
+)
+
+func sleepTimer(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,225 @@
+package outbound
+
+import (
+	"container/list"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// target is the pooled client of one (scheme, host, port).
+type target struct {
+	key       string
+	transport *http.Transport
+	client    *http.Client
+	evicted   atomic.Bool
+}
+
+// done is called when a Do that used t ends: connections it returned to an
+// evicted target's pool are closed, not left to idle out.
+func (t *target) done() {
+	if t.evicted.Load() {
+		t.transport.CloseIdleConnections()
+	}
+}
+
+// pool holds at most max targets, least recently used evicted first.
+type pool struct {
+	mu    sync.Mutex
+	max   int
+	lru   *list.List // of *target, most recently used at the front
+	byKey map[string]*list.Element
+	build func(scheme string) *http.Transport
+}
+
+func newPool(maxTargets int, build func(scheme string) *http.Transport) *pool {
+	return &pool{max: maxTargets, lru: list.New(), byKey: make(map[string]*list.Element), build: build}
+}
+
+// targetKey names the pool of u: scheme, lower-cased host and port, with the
+// scheme's default port filled in.
+func targetKey(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// get returns the target of u, creating it and evicting the least recently
+// used one if the pool is full. An evicted transport's idle connections are
+// closed at once; requests still running on it finish normally.
+func (p *pool) get(u *url.URL) *target {
+	key := targetKey(u)
+	p.mu.Lock()
+	if e, ok := p.byKey[key]; ok {
+		p.lru.MoveToFront(e)
+		p.mu.Unlock()
+		return e.Value.(*target)
+	}
+	tr := p.build(u.Scheme)
+	t := &target{
+		key:       key,
+		transport: tr,
+		client: &http.Client{
+			Transport: tr,
+			// A 3xx is an answer: fetchd returns it as it is.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	p.byKey[key] = p.lru.PushFront(t)
+	var evicted []*target
+	for p.lru.Len() > p.max {
+		e := p.lru.Back()
+		old := p.lru.Remove(e).(*target)
+		delete(p.byKey, old.key)
+		old.evicted.Store(true)
+		evicted = append(evicted, old)
+	}
+	p.mu.Unlock()
+	for _, old := range evicted {
+		old.transport.CloseIdleConnections()
+	}
+	return t
+}
+
+// closeIdle closes the idle connections of every target.
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	targets := make([]*target, 0, p.lru.Len())
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		targets = append(targets, e.Value.(*target))
+	}
+	p.mu.Unlock()
+	for _, t := range targets {
+		t.transport.CloseIdleConnections()
+	}
+}
+
+// keys lists the targets, most recently used first.
+func (p *pool) keys() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, p.lru.Len())
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*target).key)
+	}
+	return out
+}
+
+// newTransport builds the transport of one target. Every connection goes
+// through the egress guard's dialer; no proxy is ever taken from the
+// environment; TLS is set up by dialTLS so that the per-request connect
+// timeout bounds the handshake too.
+func (c *Client) newTransport(scheme string) *http.Transport {
+	tr := &http.Transport{
+		Proxy:                  nil,
+		DialContext:            c.dial,
+		MaxConnsPerHost:        c.maxConnsPerHost,
+		MaxIdleConns:           c.maxConnsPerHost,
+		MaxIdleConnsPerHost:    c.maxConnsPerHost,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true, // bodies pass through as the upstream sent them
+	}
+	if scheme == "https" {
+		tr.DialTLSContext = c.dialTLS
+		tr.ForceAttemptHTTP2 = true
+	}
+	return tr
+}
+
+// connectTimeoutKey carries the request's connect timeout to the dialers.
+// net/http dials with a context that keeps the request's values but not its
+// cancellation, so the per-request bound travels as a value.
+type connectTimeoutKey struct{}
+
+func withConnectTimeout(ctx context.Context, d time.Duration) context.Context {
+	if d <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, connectTimeoutKey{}, d)
+}
+
+func connectContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok {
+		return context.WithTimeout(ctx, d)
+	}
+	return ctx, func() {}
+}
+
+// dial connects through the egress guard within the connect timeout.
+func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := connectContext(ctx)
+	defer cancel()
+	conn, err := c.guardDial(ctx, network, addr)
+	if err != nil {
+		return nil, &dialError{err: err}
+	}
+	return &trackedConn{Conn: conn}, nil
+}
+
+// dialTLS connects through the egress guard and completes the TLS handshake,
+// both within the connect timeout. The certificate is checked against the
+// URL's host, not the address dialled.
+func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := connectContext(ctx)
+	defer cancel()
+	raw, err := c.guardDial(ctx, network, addr)
+	if err != nil {
+		return nil, &dialError{err: err}
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		raw.Close()
+		return nil, &dialError{err: err}
+	}
+	cfg := c.tlsConfig.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	tc := tls.Client(&trackedConn{Conn: raw}, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, &dialError{err: err, handshake: true}
+	}
+	return tc, nil
+}
+
+// trackedConn remembers the first read error of a connection, so that an
+// untyped net/http error on it can be told apart: closed by the server
+// (reset) or unreadable answer (protocol).
+type trackedConn struct {
+	net.Conn
+	readErr atomic.Pointer[error]
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.readErr.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// connReadErr returns the first read error seen on conn, if fetchd dialled it.
+func connReadErr(conn net.Conn) error {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	if t, ok := conn.(*trackedConn); ok {
+		if p := t.readErr.Load(); p != nil {
+			return *p
+		}
+	}
+	return nil
+}
