@@ -61,6 +61,12 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (Store, error) {
 		}
 		// Let each call's ctx deadline bound its network I/O, not only go-redis's fixed timeouts.
 		o.ContextTimeoutEnabled = true
+		// Keyed requests fail closed while Redis is down; answer them quickly
+		// rather than after go-redis's default 3 retries with backoff. One
+		// retry still rides over a pooled connection that Redis closed.
+		if u, err := url.Parse(rawURL); err == nil && !u.Query().Has("max_retries") {
+			o.MaxRetries = 1
+		}
 		return &Redis{client: redis.NewClient(o), cfg: cfg, owned: true}, nil
 	}
 	return nil, fmt.Errorf("idempotency: unsupported store URL scheme %q (want memory:, file:, redis:// or rediss://)", scheme)

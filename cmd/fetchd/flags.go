@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+)
+
+// cidrList is a repeatable --allow-cidr flag.
+type cidrList []netip.Prefix
+
+func (l *cidrList) String() string {
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *cidrList) Set(v string) error {
+	p, err := netip.ParsePrefix(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("%q is not a CIDR such as 127.0.0.0/8 or ::1/128", v)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("%q has host bits set; did you mean %s?", v, p.Masked())
+	}
+	*l = append(*l, p)
+	return nil
+}
+
+// ParseFlags sets m's fields from the command line. It is the only place
+// that reads flags; nothing in internal/ reads flags or the environment.
+func (m *Main) ParseFlags(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("fetchd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&m.Listen, "listen", m.Listen, "gRPC listen address (port 0 picks a free one; the log says which)")
+	fs.StringVar(&m.Admin, "admin", m.Admin, "admin HTTP listen address (health); empty disables")
+	fs.StringVar(&m.Config, "config", m.Config, "policy file (YAML); not supported yet: the embedded default policy is used")
+	fs.StringVar(&m.Store, "store", m.Store, "idempotency store: file:PATH (embedded, durable), redis://HOST:PORT/DB (fleet) or memory:")
+	fs.Var((*cidrList)(&m.AllowCIDRs), "allow-cidr", "address range the egress guard lets through (repeatable), e.g. 127.0.0.0/8 for local tests")
+	fs.DurationVar(&m.DrainTimeout, "drain-timeout", m.DrainTimeout, "on SIGTERM/SIGINT, how long in-flight calls get to finish")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (fetchd takes only flags)", fs.Arg(0))
+	}
+	if m.Config != "" {
+		return errors.New("--config: policy files are not supported yet; run without --config to use the default policy")
+	}
+	if m.DrainTimeout <= 0 {
+		return errors.New("--drain-timeout must be positive")
+	}
+	return nil
+}

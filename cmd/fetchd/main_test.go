@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+)
+
+// startMain runs a real fetchd on 127.0.0.1:0 with the memory store and
+// loopback allowed, and returns it with a gRPC connection to it.
+func startMain(t *testing.T) (*Main, *grpc.ClientConn) {
+	t.Helper()
+	m := NewMain()
+	m.Listen = "127.0.0.1:0"
+	m.Admin = "127.0.0.1:0"
+	m.Store = "memory:"
+	m.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	m.DrainTimeout = 10 * time.Second
+	m.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return m, conn
+}
+
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("hello " + r.URL.Query().Get("name")))
+	}))
+	defer up.Close()
+	m, conn := startMain(t)
+	defer m.Close()
+
+	resp, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL + "/?name=fetchd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetStatus() != 200 || string(resp.GetBody()) != "hello fetchd" {
+		t.Fatalf("resp = %v", resp)
+	}
+
+	h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: "fetchd.v1.FetchService"})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
+	}
+
+	// Reflection lets grpcurl work with no proto files.
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range rr.GetListServicesResponse().GetService() {
+		found = found || s.GetName() == "fetchd.v1.FetchService"
+	}
+	if !found {
+		t.Fatalf("reflection lists %v", rr.GetListServicesResponse().GetService())
+	}
+
+	adm, err := http.Get("http://" + m.AdminAddr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm.Body.Close()
+	if adm.StatusCode != 200 {
+		t.Fatalf("admin /healthz = %d", adm.StatusCode)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Write([]byte("finished"))
+	}))
+	defer up.Close()
+	m, conn := startMain(t)
+	client := fetchdv1.NewFetchServiceClient(conn)
+
+	watchCtx, stopWatch := context.WithCancel(t.Context())
+	defer stopWatch()
+	watch, err := healthpb.NewHealthClient(conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := watch.Recv(); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health before shutdown = %v, %v", h, err)
+	}
+
+	inflight := make(chan error, 1)
+	go func() {
+		resp, err := client.Fetch(context.Background(), &fetchdv1.FetchRequest{Url: up.URL})
+		if err == nil && string(resp.GetBody()) != "finished" {
+			t.Errorf("in-flight body = %q", resp.GetBody())
+		}
+		inflight <- err
+	}()
+	<-arrived
+
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close() }()
+
+	// Health turns NOT_SERVING and new calls are refused while the in-flight one drains.
+	admin := "http://" + m.AdminAddr() + "/healthz"
+	if h, err := watch.Recv(); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health after Close began = %v, %v", h, err)
+	}
+	stopWatch() // the watch stream would otherwise hold the drain open
+	if resp, err := http.Get(admin); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("admin health while draining = %d", resp.StatusCode)
+		}
+	}
+	_, err = client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("new call while draining: %v, want UNAVAILABLE", err)
+	}
+
+	close(release)
+	if err := <-inflight; err != nil {
+		t.Fatalf("in-flight call: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "::1/128"}, ""},
+		{[]string{"--allow-cidr", "10.0.0.1/8"}, "host bits"},
+		{[]string{"--allow-cidr", "nonsense"}, "not a CIDR"},
+		{[]string{"--config", "policy.yaml"}, "not supported yet"},
+		{[]string{"stray"}, "unexpected argument"},
+		{[]string{"--drain-timeout", "0s"}, "must be positive"},
+	}
+	for _, tt := range tests {
+		m := NewMain()
+		err := m.ParseFlags(tt.args, io.Discard)
+		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.wantErr)
+		}
+	}
+	m := NewMain()
+	if err := m.ParseFlags([]string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "::1/128"}, io.Discard); err != nil || len(m.AllowCIDRs) != 2 {
+		t.Fatalf("AllowCIDRs = %v, %v", m.AllowCIDRs, err)
+	}
+	if m.Listen != DefaultListen || m.Admin != DefaultAdmin || m.Store != DefaultStore {
+		t.Fatalf("defaults: %+v", m)
+	}
+}
+
+func TestBadStoreIsRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	m := NewMain()
+	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "postgres://nope"
+	err := m.Run(t.Context())
+	m.Close()
+	if err == nil || !strings.Contains(err.Error(), "--store") {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// The tests below run the real binary.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func fetchdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fetchd-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "fetchd")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = &buildError{err, string(out)}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// process is a running fetchd binary.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan error
+}
+
+// startProcess starts the binary with args plus --listen 127.0.0.1:0 and
+// waits for its "serving" log line to learn the address.
+func startProcess(t *testing.T, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(fetchdBinary(t), append([]string{"--listen", "127.0.0.1:0", "--admin", ""}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				GRPC string `json:"grpc"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "fetchd: serving" {
+				addrc <- line.GRPC
+			}
+		}
+		close(addrc)
+		p.done <- cmd.Wait()
+	}()
+	addr, ok := <-addrc
+	if !ok {
+		t.Fatalf("fetchd exited before serving: %v", <-p.done)
+	}
+	p.addr = addr
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return p
+}
+
+func (p *process) client(t *testing.T) fetchdv1.FetchServiceClient {
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return fetchdv1.NewFetchServiceClient(conn)
+}
+
+func TestSIGTERMExitsZero(t *testing.T) {
+	t.Parallel()
+	p := startProcess(t, "--store", "memory:")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.done; err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// TestKeyedSurvivesKill9: a completed key survives kill -9 of the real
+// binary and a restart on the same file store: the retry is replayed.
+func TestKeyedSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte("charge ch_42"))
+	}))
+	defer up.Close()
+	store := "file:" + filepath.Join(t.TempDir(), "data", "fetchd.db")
+	req := &fetchdv1.FetchRequest{Url: up.URL + "/charges", Method: "POST", Body: []byte("amount=42"), IdempotencyKey: "order-42"}
+
+	p := startProcess(t, "--store", store, "--allow-cidr", "127.0.0.0/8")
+	first, err := p.client(t).Fetch(t.Context(), req)
+	if err != nil || first.GetReplayed() {
+		t.Fatalf("first: %v %v", first, err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+
+	q := startProcess(t, "--store", store, "--allow-cidr", "127.0.0.0/8")
+	again, err := q.client(t).Fetch(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.GetReplayed() || again.GetStatus() != 201 || string(again.GetBody()) != "charge ch_42" {
+		t.Fatalf("after kill -9 and restart: %v", again)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("upstream hits = %d, want 1", hits.Load())
+	}
+}
+

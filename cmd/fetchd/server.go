@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/egress"
+	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/outbound"
+	"github.com/fetchd/fetchd/internal/policy"
+	"github.com/fetchd/fetchd/internal/service"
+)
+
+// Defaults of the command line.
+const (
+	DefaultListen       = "127.0.0.1:7070"
+	DefaultAdmin        = "127.0.0.1:7071"
+	DefaultStore        = "file:data/fetchd.db"
+	DefaultDrainTimeout = 20 * time.Second
+)
+
+// Main is a running fetchd: build it with NewMain, set fields, Run, Close.
+// End-to-end tests use it on 127.0.0.1:0.
+type Main struct {
+	Listen       string
+	Admin        string
+	Config       string
+	Store        string
+	AllowCIDRs   []netip.Prefix
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+
+	store   idempotency.Store
+	client  *outbound.Client
+	svc     *service.Service
+	health  *health.Server
+	grpc    *grpc.Server
+	grpcLn  net.Listener
+	admin   *http.Server
+	adminLn net.Listener
+	served  chan error
+}
+
+// NewMain returns a Main with the command line's defaults.
+func NewMain() *Main {
+	return &Main{
+		Listen:       DefaultListen,
+		Admin:        DefaultAdmin,
+		Store:        DefaultStore,
+		DrainTimeout: DefaultDrainTimeout,
+		Logger:       slog.Default(),
+	}
+}
+
+// Run opens the store, listens and starts serving; it returns once fetchd is
+// serving. Close stops it.
+func (m *Main) Run(ctx context.Context) (err error) {
+	m.store, err = idempotency.Open(ctx, m.Store)
+	if err != nil {
+		return fmt.Errorf("--store: %w", err)
+	}
+	m.client = outbound.New(egress.New(egress.WithAllow(m.AllowCIDRs...)))
+	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicy(policy.Default()))
+
+	m.grpcLn, err = net.Listen("tcp", m.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if m.Admin != "" {
+		if m.adminLn, err = net.Listen("tcp", m.Admin); err != nil {
+			return fmt.Errorf("--admin: %w", err)
+		}
+	}
+
+	m.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(m.recovered))),
+	)
+	fetchdv1.RegisterFetchServiceServer(m.grpc, m.svc)
+	m.health = health.NewServer()
+	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	m.health.SetServingStatus(fetchdv1.FetchService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(m.grpc, m.health)
+	reflection.Register(m.grpc)
+
+	m.served = make(chan error, 2)
+	go func() { m.served <- m.grpc.Serve(m.grpcLn) }()
+	if m.adminLn != nil {
+		m.admin = &http.Server{Handler: m.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := m.admin.Serve(m.adminLn); !errors.Is(err, http.ErrServerClosed) {
+				m.served <- err
+			}
+		}()
+	}
+	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "store", storeKind(m.Store), "allow_cidr", (*cidrList)(&m.AllowCIDRs).String())
+	return nil
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (m *Main) GRPCAddr() string { return addr(m.grpcLn) }
+
+// AdminAddr is the admin HTTP address, or "" when disabled.
+func (m *Main) AdminAddr() string { return addr(m.adminLn) }
+
+// Close shuts fetchd down gracefully: health turns NOT_SERVING, new calls are
+// refused, calls in flight get DrainTimeout to finish (then they are
+// cancelled), detached keyed sends are awaited within the same bound, and the
+// store is closed.
+func (m *Main) Close() error {
+	deadline := time.Now().Add(m.DrainTimeout)
+	if m.svc != nil {
+		m.svc.Drain() // before health turns, so whoever sees NOT_SERVING is also refused
+	}
+	if m.health != nil {
+		m.health.Shutdown()
+	}
+	if m.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { m.grpc.GracefulStop(); close(stopped) }()
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-stopped:
+			t.Stop()
+		case <-t.C:
+			m.Logger.Warn("fetchd: drain timeout reached; cancelling calls still in flight")
+			m.grpc.Stop()
+			<-stopped
+		}
+	}
+	var errs []error
+	if m.svc != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		if err := m.svc.Wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("detached keyed sends still running at drain timeout: %w", err))
+		}
+		cancel()
+	}
+	if m.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		errs = append(errs, m.admin.Shutdown(ctx))
+		cancel()
+	} else if m.adminLn != nil {
+		errs = append(errs, m.adminLn.Close())
+	}
+	if m.client != nil {
+		m.client.Close()
+	}
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+	}
+	if m.grpc == nil && m.grpcLn != nil {
+		errs = append(errs, m.grpcLn.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// recovered turns a panic in a handler into INTERNAL with a generic message;
+// the stack goes to the log, never to the caller.
+func (m *Main) recovered(ctx context.Context, p any) error {
+	m.Logger.ErrorContext(ctx, "fetchd: panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return status.Error(codes.Internal, "internal error")
+}
+
+func (m *Main) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := m.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			http.Error(w, "NOT_SERVING", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "SERVING")
+	})
+	return mux
+}
+
+func addr(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// storeKind names the store for the log without credentials a redis URL may carry.
+func storeKind(raw string) string {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == ':' {
+			return raw[:i]
+		}
+	}
+	return raw
+}

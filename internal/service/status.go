@@ -1,0 +1,115 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/egress"
+	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/outbound"
+)
+
+// Sentinels of the idempotency flow.
+var (
+	errKeyConflict = errors.New("idempotency key was already used with a different request (method, URL or body); use a new key")
+	errInFlight    = errors.New("a request with this idempotency key is still in flight or its outcome is unknown; retry later with the same key")
+	errDraining    = errors.New("fetchd is shutting down")
+)
+
+// toStatus maps every error the Fetch flow can produce to its gRPC status.
+// It is the only place that chooses codes and client-visible messages.
+func toStatus(err error) error {
+	var (
+		invalid   *invalidError
+		urlErr    *egress.URLError
+		denied    *egress.DeniedError
+		exhausted *outbound.ExhaustedError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return status.Error(codes.InvalidArgument, invalid.msg)
+	case errors.As(err, &urlErr):
+		return status.Error(codes.InvalidArgument, "url: "+urlErr.Reason)
+	case errors.Is(err, egress.ErrMalformed):
+		return status.Error(codes.InvalidArgument, "url is malformed")
+	case errors.As(err, &denied):
+		return status.Errorf(codes.PermissionDenied, "egress guard refused %s (%s): %s", denied.Host, denied.Addr, denied.Reason)
+	case errors.Is(err, egress.ErrDenied):
+		return status.Error(codes.PermissionDenied, "egress guard refused the destination")
+	case errors.Is(err, outbound.ErrBodyTooLarge):
+		return status.Error(codes.ResourceExhausted, "upstream response body is over the policy's size limit")
+	case errors.Is(err, idempotency.ErrUnavailable):
+		return status.Error(codes.Unavailable, "idempotency store is unavailable; nothing was sent upstream")
+	case errors.Is(err, idempotency.ErrFull):
+		return status.Error(codes.ResourceExhausted, "idempotency store is full; nothing was sent upstream")
+	case errors.Is(err, errKeyConflict):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, errInFlight):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, errDraining):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return withAttempts(codes.DeadlineExceeded, "deadline exceeded before the upstream answered", exhausted, err)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "the call was cancelled")
+	case errors.As(err, &exhausted):
+		return withAttempts(codes.Unavailable, "no upstream answer", exhausted, err)
+	}
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return err
+	}
+	slog.Error("fetch: unmapped error", "error", err)
+	return status.Error(codes.Internal, "internal error")
+}
+
+// withAttempts builds a status whose message summarises the attempts and
+// whose details carry them as a FetchFailure.
+func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error) error {
+	if exhausted == nil && !errors.As(err, &exhausted) {
+		return status.Error(code, msg)
+	}
+	atts := exhausted.Attempts
+	if n := len(atts); n > 0 {
+		last := atts[n-1]
+		msg = fmt.Sprintf("%s after %d attempt(s); last: %s", msg, n, describe(last))
+	}
+	st, derr := status.New(code, msg).WithDetails(&fetchdv1.FetchFailure{Attempts: attemptsPB(atts)})
+	if derr != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+func describe(a outbound.Attempt) string {
+	switch {
+	case a.Error != "" && a.Detail != "":
+		return a.Error + " (" + a.Detail + ")"
+	case a.Error != "":
+		return a.Error
+	default:
+		return fmt.Sprintf("HTTP %d", a.Status)
+	}
+}
+
+func attemptsPB(atts []outbound.Attempt) []*fetchdv1.Attempt {
+	out := make([]*fetchdv1.Attempt, len(atts))
+	for i, a := range atts {
+		out[i] = &fetchdv1.Attempt{
+			Number:        uint32(a.Number),
+			Status:        uint32(a.Status),
+			Error:         a.Error,
+			Duration:      durationpb.New(a.Duration),
+			Backoff:       durationpb.New(a.Backoff),
+			BackoffReason: a.BackoffReason,
+			Detail:        a.Detail,
+		}
+	}
+	return out
+}
