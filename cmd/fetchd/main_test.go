@@ -340,4 +340,3 @@ func TestKeyedSurvivesKill9(t *testing.T) {
 		t.Fatalf("upstream hits = %d, want 1", hits.Load())
 	}
 }
-

@@ -155,8 +155,8 @@ func TestKeyedDifferentRequestIsFailedPrecondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, req := range []*fetchdv1.FetchRequest{
-		keyedPost(up.URL+"/a", key, "two"), // another body
-		keyedPost(up.URL+"/b", key, "one"), // another URL
+		keyedPost(up.URL+"/a", key, "two"),                                            // another body
+		keyedPost(up.URL+"/b", key, "one"),                                            // another URL
 		{Url: up.URL + "/a", Method: "PUT", Body: []byte("one"), IdempotencyKey: key}, // another method
 	} {
 		_, err := client.Fetch(t.Context(), req)
