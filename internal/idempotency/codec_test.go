@@ -110,7 +110,7 @@ func TestExpiryKeyOrder(t *testing.T) {
 	if bytes.Compare(early, late) >= 0 {
 		t.Fatal("an earlier expiry does not sort first")
 	}
-	if bytes.Compare(expiryKey(time.Unix(-5, 0), nil), expiryKey(time.Unix(0, 0), nil)) != 0 {
+	if !bytes.Equal(expiryKey(time.Unix(-5, 0), nil), expiryKey(time.Unix(0, 0), nil)) {
 		t.Fatal("times before 1970 do not clamp to zero")
 	}
 }
