@@ -7,13 +7,17 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 )
 
 // BenchmarkFetch measures a small GET made through fetchd (a real gRPC client
 // calling a real gRPC server that sends through the outbound client) against
 // the same GET made directly with a pooled net/http client, in the same run,
-// serially and with concurrency. Compare the ns/op of each pair:
+// serially and with concurrency. "grpc" is a no-op unary RPC (health Check)
+// on the same connection: fetchd's cost is about direct + grpc + its own
+// work. Compare the ns/op within each group:
 //
 //	go test -run '^$' -bench BenchmarkFetch -benchmem -count 6 ./internal/service/
 func BenchmarkFetch(b *testing.B) {
@@ -37,7 +41,13 @@ func BenchmarkFetch(b *testing.B) {
 	}
 
 	svc := newService(b, nil, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	client := serve(b, svc)
+	client, conn := serveConn(b, svc)
+	hc := healthpb.NewHealthClient(conn)
+	noop := func(b *testing.B) {
+		if _, err := hc.Check(b.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			b.Error(err)
+		}
+	}
 	req := &fetchdv1.FetchRequest{Url: up.URL + "/small"}
 	fetch := func(b *testing.B) {
 		resp, err := client.Fetch(b.Context(), req)
@@ -53,7 +63,7 @@ func BenchmarkFetch(b *testing.B) {
 	for _, bm := range []struct {
 		name string
 		do   func(*testing.B)
-	}{{"direct", get}, {"fetchd", fetch}} {
+	}{{"direct", get}, {"grpc", noop}, {"fetchd", fetch}} {
 		b.Run("serial/"+bm.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
@@ -34,12 +36,21 @@ var (
 // real client connected to it.
 func serve(t testing.TB, svc *Service) fetchdv1.FetchServiceClient {
 	t.Helper()
+	client, _ := serveConn(t, svc)
+	return client
+}
+
+// serveConn is serve that also returns the connection, for other services
+// registered on the same server.
+func serveConn(t testing.TB, svc *Service) (fetchdv1.FetchServiceClient, *grpc.ClientConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxRequestMessageBytes))
 	fetchdv1.RegisterFetchServiceServer(srv, svc)
+	healthpb.RegisterHealthServer(srv, health.NewServer()) // a no-op RPC for benchmark baselines
 	go srv.Serve(ln)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -54,7 +65,7 @@ func serve(t testing.TB, svc *Service) fetchdv1.FetchServiceClient {
 			t.Errorf("detached sends still running: %v", err)
 		}
 	})
-	return fetchdv1.NewFetchServiceClient(conn)
+	return fetchdv1.NewFetchServiceClient(conn), conn
 }
 
 // newClient returns an outbound client whose guard lets loopback through.

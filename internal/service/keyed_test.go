@@ -569,3 +569,53 @@ func (p *tcpProxy) cut() {
 		c.Close()
 	}
 }
+
+// TestKeyedCrashedWorkerLeaseExpires: a fetchd that died mid-call leaves a
+// claim behind. Until its lease runs out the key is not re-sent; after that
+// the next call takes the key over and sends with the same Idempotency-Key
+// header, and the dead worker's late Complete is refused by its stale token.
+func TestKeyedCrashedWorkerLeaseExpires(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, ok("sent once more"))
+	clock := newFakeClock()
+	store := idempotency.NewMemory(idempotency.WithNow(clock.Now))
+	t.Cleanup(func() { store.Close() })
+	short := policy.Default()
+	short.InFlightWait = 10 * time.Millisecond
+	client := serve(t, New(newClient(t), store, WithLogger(discard), WithPolicy(short)))
+
+	key := uniqueKey(t)
+	req := keyedPost(up.URL, key, "x")
+	c, err := validate(req, short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := short.TotalTimeout + leaseMargin
+	crashed, err := store.Claim(t.Context(), idempotency.Key{Scope: idempotency.AnonymousScope, ID: key}, fingerprint(c), lease)
+	if err != nil || crashed.Token == 0 {
+		t.Fatalf("claim as the crashed worker: %v %v", crashed, err)
+	}
+
+	_, err = client.Fetch(t.Context(), req)
+	wantCode(t, err, codes.Aborted, "")
+	if up.hits.Load() != 0 {
+		t.Fatal("a key held by a live lease was sent")
+	}
+
+	clock.Add(lease + time.Second)
+	resp, err := client.Fetch(t.Context(), req)
+	if err != nil || resp.GetReplayed() || up.hits.Load() != 1 {
+		t.Fatalf("after the lease: resp=%v err=%v hits=%d", resp, err, up.hits.Load())
+	}
+	if r, _ := up.lastRequest(); r.Header.Get("Idempotency-Key") != key {
+		t.Fatalf("re-send without the Idempotency-Key header: %v", r.Header)
+	}
+	late := idempotency.Response{Status: 500, Body: []byte("stale")}
+	if err := store.Complete(t.Context(), idempotency.Key{Scope: idempotency.AnonymousScope, ID: key}, crashed.Token, late); !errors.Is(err, idempotency.ErrFenced) {
+		t.Fatalf("stale worker's Complete = %v, want ErrFenced", err)
+	}
+	again, err := client.Fetch(t.Context(), req)
+	if err != nil || !again.GetReplayed() || string(again.GetBody()) != "sent once more" {
+		t.Fatalf("replay after the stale Complete: resp=%v err=%v", again, err)
+	}
+}
