@@ -805,6 +805,9 @@ func TestTLS(t *testing.T) {
 		if !errors.As(err, &ex) || len(ex.Attempts) != 1 || ex.Attempts[0].Error != ClassTLS || len(s.got()) != 0 {
 			t.Fatalf("err = %v, want one tls attempt", err)
 		}
+		if ex.Sent {
+			t.Error("Sent = true for a failed TLS handshake")
+		}
 	})
 }
 
@@ -848,7 +851,7 @@ func TestConnectTimeoutBoundsTLSHandshake(t *testing.T) {
 		want   []string
 	}{
 		{"GET", []string{ClassConnectTimeout, ClassConnectTimeout}},
-		{"POST", []string{ClassConnectTimeout}}, // a timeout does not prove nothing left
+		{"POST", []string{ClassConnectTimeout, ClassConnectTimeout}}, // no connection was made: nothing left
 	} {
 		t.Run(tt.method, func(t *testing.T) {
 			t.Parallel()
@@ -867,6 +870,9 @@ func TestConnectTimeoutBoundsTLSHandshake(t *testing.T) {
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				t.Error("a connect timeout reads as the deadline")
+			}
+			if ex.Sent {
+				t.Error("Sent = true for a handshake that never completed")
 			}
 			if el := time.Since(start); el > 3*time.Second {
 				t.Fatalf("took %v", el)

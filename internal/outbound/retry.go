@@ -9,10 +9,12 @@ import "slices"
 //   - A response is retried only when its status is listed in retryOn (and is
 //     400 or above), and only for a method that may be repeated (see
 //     repeatable): a status means the upstream processed the request.
-//   - connect_refused and dns are retried for every method: nothing left.
-//   - Other connection failures and timeouts (connect_timeout, reset,
-//     read_timeout, attempt_timeout, protocol) are retried for a method that
-//     may be repeated: the request may have been processed.
+//   - connect_refused, connect_timeout and dns are retried for every method:
+//     no connection was made, so nothing left (a connect timeout covers the
+//     TCP and TLS handshakes, which come before any request byte).
+//   - Other connection failures and timeouts (reset, read_timeout,
+//     attempt_timeout, protocol) are retried for a method that may be
+//     repeated: the request may have been processed.
 //   - Everything else is final: a guard refusal, an oversized body, the
 //     caller's cancel or deadline, the total timeout, TLS failures (a
 //     certificate does not get better by asking again), unknown errors.
@@ -20,9 +22,9 @@ func retryable(method string, keyed bool, status int, class string, retryOn []in
 	switch class {
 	case "":
 		return status >= 400 && slices.Contains(retryOn, status) && repeatable(method, keyed)
-	case ClassConnectRefused, ClassDNS:
+	case ClassConnectRefused, ClassConnectTimeout, ClassDNS:
 		return true
-	case ClassConnectTimeout, ClassReset, ClassReadTimeout, ClassAttemptTimeout, ClassProtocol:
+	case ClassReset, ClassReadTimeout, ClassAttemptTimeout, ClassProtocol:
 		return repeatable(method, keyed)
 	default:
 		return false
@@ -45,10 +47,12 @@ func repeatable(method string, keyed bool) bool {
 }
 
 // unsent reports whether a failure of this class proves that nothing reached
-// the upstream (given that the transport did not repeat the send).
+// the upstream, given that no connection was handed to the request and the
+// transport did not repeat the send: the guard refused, the name did not
+// resolve, or the TCP or TLS handshake failed or timed out.
 func unsent(class string) bool {
 	switch class {
-	case ClassDenied, ClassDNS, ClassConnectRefused:
+	case ClassDenied, ClassDNS, ClassConnectRefused, ClassConnectTimeout, ClassTLS:
 		return true
 	}
 	return false

@@ -31,7 +31,7 @@ func TestRetryable(t *testing.T) {
 		{outcome{504, ""}, [3]bool{true, false, true}},
 		{outcome{0, ClassConnectRefused}, [3]bool{true, true, true}},
 		{outcome{0, ClassDNS}, [3]bool{true, true, true}},
-		{outcome{0, ClassConnectTimeout}, [3]bool{true, false, true}},
+		{outcome{0, ClassConnectTimeout}, [3]bool{true, true, true}},
 		{outcome{0, ClassReset}, [3]bool{true, false, true}},
 		{outcome{200, ClassReset}, [3]bool{true, false, true}}, // body broke off
 		{outcome{0, ClassReadTimeout}, [3]bool{true, false, true}},
