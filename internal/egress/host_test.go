@@ -103,15 +103,15 @@ func TestRedact(t *testing.T) {
 		{"http://a.example/" + string(make([]byte, 300)), ""}, // checked by length below
 	}
 	for _, tt := range tests {
-		got := redact(tt.raw)
+		got := RedactURL(tt.raw)
 		if tt.want == "" {
 			if len(got) > maxRedacted+len("…") {
-				t.Errorf("redact(long) has %d bytes, want at most %d", len(got), maxRedacted+len("…"))
+				t.Errorf("RedactURL(long) has %d bytes, want at most %d", len(got), maxRedacted+len("…"))
 			}
 			continue
 		}
 		if got != tt.want {
-			t.Errorf("redact(%q) = %q, want %q", tt.raw, got, tt.want)
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.raw, got, tt.want)
 		}
 	}
 }

@@ -4,10 +4,10 @@ import "strings"
 
 const maxRedacted = 256
 
-// redact makes raw safe to echo back in an error: userinfo, query values and
+// RedactURL makes raw safe to echo back in an error or a log line: userinfo, query values and
 // the fragment are replaced by "xxxxx", and the result is clipped. It works
 // on the raw text because the URL may not parse at all.
-func redact(raw string) string {
+func RedactURL(raw string) string {
 	s, frag, hasFrag := strings.Cut(raw, "#")
 	s, query, hasQuery := strings.Cut(s, "?")
 

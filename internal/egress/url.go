@@ -24,7 +24,7 @@ import (
 // not resolve names nor judge addresses: that is [Guard.Resolve]'s job.
 func ParseURL(raw string) (*url.URL, error) {
 	fail := func(reason string) (*url.URL, error) {
-		return nil, &URLError{URL: redact(raw), Reason: reason}
+		return nil, &URLError{URL: RedactURL(raw), Reason: reason}
 	}
 	switch {
 	case raw == "":
