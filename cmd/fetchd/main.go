@@ -18,7 +18,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+	if err := run(ctx, stop, os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -28,7 +28,9 @@ func main() {
 }
 
 // run parses args, starts fetchd and serves until ctx is done, then drains.
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+// stopSignals is called once shutdown begins, so a second signal ends the
+// process at once.
+func run(ctx context.Context, stopSignals func(), args []string, stderr io.Writer) error {
 	m := NewMain()
 	m.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
 	if err := m.ParseFlags(args, stderr); err != nil {
@@ -38,7 +40,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		m.Close()
 		return err
 	}
-	<-ctx.Done()
-	m.Logger.Info("fetchd: shutting down", "drain_timeout", m.DrainTimeout)
-	return m.Close()
+	var failed error
+	select {
+	case <-ctx.Done():
+		m.Logger.Info("fetchd: shutting down", "drain_timeout", m.DrainTimeout)
+	case failed = <-m.Err():
+		m.Logger.Error("fetchd: a server stopped", "error", failed)
+	}
+	stopSignals()
+	return errors.Join(failed, m.Close())
 }

@@ -114,6 +114,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}))
 	defer up.Close()
 	m, conn := startMain(t)
+	m.DrainTimeout = time.Hour // a drain held open by the watch stream would hang the test
 	client := fetchdv1.NewFetchServiceClient(conn)
 
 	watchCtx, stopWatch := context.WithCancel(t.Context())
@@ -141,10 +142,17 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// Health turns NOT_SERVING and new calls are refused while the in-flight one drains.
 	admin := "http://" + m.AdminAddr() + "/healthz"
-	if h, err := watch.Recv(); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("health after Close began = %v, %v", h, err)
+	// The watcher hears NOT_SERVING or has its stream ended by the drain;
+	// either way the stream ends and cannot hold the drain open.
+	for {
+		h, err := watch.Recv()
+		if err != nil {
+			break
+		}
+		if h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("health after Close began = %v", h)
+		}
 	}
-	stopWatch() // the watch stream would otherwise hold the drain open
 	if resp, err := http.Get(admin); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable {
@@ -301,6 +309,47 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	}
 	if err := <-p.done; err != nil {
 		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// TestSIGTERMPastDrainTimeoutExitsZero: a call that outlives the drain
+// timeout is cancelled, and an open health watch does not hold the drain;
+// the process still exits 0.
+func TestSIGTERMPastDrainTimeoutExitsZero(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-r.Context().Done()
+	}))
+	defer up.Close()
+	p := startProcess(t, "--store", "memory:", "--allow-cidr", "127.0.0.0/8", "--drain-timeout", "100ms")
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watch, err := healthpb.NewHealthClient(conn).Watch(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL})
+		callErr <- err
+	}()
+	<-arrived
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.done; err != nil {
+		t.Fatalf("exit after SIGTERM past the drain timeout: %v, want status 0", err)
+	}
+	if err := <-callErr; err == nil {
+		t.Fatal("the call cut off by the drain timeout succeeded")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -46,15 +47,19 @@ type Main struct {
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 
-	store   idempotency.Store
-	client  *outbound.Client
-	svc     *service.Service
-	health  *health.Server
-	grpc    *grpc.Server
-	grpcLn  net.Listener
-	admin   *http.Server
-	adminLn net.Listener
-	served  chan error
+	store  idempotency.Store
+	client *outbound.Client
+	// draining is cancelled when Close begins; it ends open streams (health
+	// Watch, reflection) so they cannot hold the drain open.
+	draining   context.Context
+	endStreams context.CancelFunc
+	svc        *service.Service
+	health     *health.Server
+	grpc       *grpc.Server
+	grpcLn     net.Listener
+	admin      *http.Server
+	adminLn    net.Listener
+	served     chan error
 }
 
 // NewMain returns a Main with the command line's defaults.
@@ -71,12 +76,13 @@ func NewMain() *Main {
 // Run opens the store, listens and starts serving; it returns once fetchd is
 // serving. Close stops it.
 func (m *Main) Run(ctx context.Context) (err error) {
-	m.store, err = idempotency.Open(ctx, m.Store)
+	pol := policy.Default()
+	m.store, err = idempotency.Open(ctx, m.Store, idempotency.WithTTL(pol.IdempotencyTTL))
 	if err != nil {
 		return fmt.Errorf("--store: %w", err)
 	}
 	m.client = outbound.New(egress.New(egress.WithAllow(m.AllowCIDRs...)))
-	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicy(policy.Default()))
+	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicy(pol))
 
 	m.grpcLn, err = net.Listen("tcp", m.Listen)
 	if err != nil {
@@ -88,9 +94,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}
 
+	m.draining, m.endStreams = context.WithCancel(context.Background())
+	recover := recovery.WithRecoveryHandlerContext(m.recovered)
 	m.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(m.recovered))),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain),
 	)
 	fetchdv1.RegisterFetchServiceServer(m.grpc, m.svc)
 	m.health = health.NewServer()
@@ -100,7 +109,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	reflection.Register(m.grpc)
 
 	m.served = make(chan error, 2)
-	go func() { m.served <- m.grpc.Serve(m.grpcLn) }()
+	go func() {
+		if err := m.grpc.Serve(m.grpcLn); err != nil { // nil after Stop/GracefulStop
+			m.served <- err
+		}
+	}()
 	if m.adminLn != nil {
 		m.admin = &http.Server{Handler: m.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
@@ -113,16 +126,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	return nil
 }
 
+// Err reports a server that stopped serving on its own (a listener failed).
+func (m *Main) Err() <-chan error { return m.served }
+
 // GRPCAddr is the address the gRPC server listens on.
 func (m *Main) GRPCAddr() string { return addr(m.grpcLn) }
 
 // AdminAddr is the admin HTTP address, or "" when disabled.
 func (m *Main) AdminAddr() string { return addr(m.adminLn) }
 
-// Close shuts fetchd down gracefully: health turns NOT_SERVING, new calls are
-// refused, calls in flight get DrainTimeout to finish (then they are
-// cancelled), detached keyed sends are awaited within the same bound, and the
-// store is closed.
+// Close shuts fetchd down gracefully: new calls are refused, health turns
+// NOT_SERVING and open streams end, calls in flight get DrainTimeout to
+// finish (then they are cancelled), keyed sends detached from their callers
+// are awaited within the same bound (then cancelled and settled), and the
+// store is closed. Reaching the drain timeout is logged, not an error: the
+// error is for resources that failed to close.
 func (m *Main) Close() error {
 	deadline := time.Now().Add(m.DrainTimeout)
 	if m.svc != nil {
@@ -130,6 +148,9 @@ func (m *Main) Close() error {
 	}
 	if m.health != nil {
 		m.health.Shutdown()
+	}
+	if m.endStreams != nil {
+		m.endStreams()
 	}
 	if m.grpc != nil {
 		stopped := make(chan struct{})
@@ -139,19 +160,19 @@ func (m *Main) Close() error {
 		case <-stopped:
 			t.Stop()
 		case <-t.C:
-			m.Logger.Warn("fetchd: drain timeout reached; cancelling calls still in flight")
+			m.Logger.Warn("fetchd: drain timeout reached; cancelling calls still in flight", "drain_timeout", m.DrainTimeout)
 			m.grpc.Stop()
 			<-stopped
 		}
 	}
-	var errs []error
 	if m.svc != nil {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		if err := m.svc.Wait(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("detached keyed sends still running at drain timeout: %w", err))
+		if err := m.svc.Shutdown(ctx); err != nil {
+			m.Logger.Warn("fetchd: drain timeout reached", "error", err)
 		}
 		cancel()
 	}
+	var errs []error
 	if m.admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		errs = append(errs, m.admin.Shutdown(ctx))
@@ -169,6 +190,17 @@ func (m *Main) Close() error {
 		errs = append(errs, m.grpcLn.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// endOnDrain ends a stream when Close begins. Health Watch streams would
+// otherwise stay open and hold GracefulStop until the drain timeout.
+func (m *Main) endOnDrain(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(m.draining, cancel)()
+	wrapped := middleware.WrapServerStream(ss)
+	wrapped.WrappedContext = ctx
+	return handler(srv, wrapped)
 }
 
 // recovered turns a panic in a handler into INTERNAL with a generic message;

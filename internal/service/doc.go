@@ -13,8 +13,8 @@
 //     from the store, a different request under the same key is refused, and
 //     when the store cannot be reached nothing is sent.
 //   - A keyed request whose caller goes away still finishes upstream, bounded
-//     by its total timeout, and its result is stored; Service.Wait waits for
-//     such detached work.
+//     by its total timeout, and its result is stored; Service.Shutdown waits
+//     for such detached work, and cancels it only at the drain deadline.
 //
 // Service is safe for concurrent use.
 package service

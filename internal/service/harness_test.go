@@ -61,7 +61,7 @@ func serveConn(t testing.TB, svc *Service) (fetchdv1.FetchServiceClient, *grpc.C
 		srv.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := svc.Wait(ctx); err != nil {
+		if err := svc.Shutdown(ctx); err != nil {
 			t.Errorf("detached sends still running: %v", err)
 		}
 	})

@@ -18,12 +18,13 @@ import (
 
 const (
 	// leaseMargin is added to the total timeout to make a claim's lease: the
-	// send is bounded by the total timeout, so a live worker always finishes
-	// (and completes or releases) before its lease can be taken over.
-	leaseMargin = 5 * time.Second
+	// send is bounded by the total timeout and the store update after it by
+	// storeTimeout, so a live worker always completes or releases before its
+	// lease can be taken over.
+	leaseMargin = 10 * time.Second
 	// storeTimeout bounds one store operation made after the caller may have
 	// gone (complete, release).
-	storeTimeout = 5 * time.Second
+	storeTimeout = 3 * time.Second
 	// inFlightPoll is how often a duplicate of an in-flight request looks
 	// for its answer.
 	inFlightPoll = 20 * time.Millisecond
@@ -67,12 +68,21 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 		resp *outbound.Response
 		err  error
 	}
-	done := make(chan result, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.settle(context.WithoutCancel(ctx), key, token, nil, errDraining)
+		return nil, errDraining
+	}
 	s.detached.Add(1)
+	s.mu.Unlock()
+
+	done := make(chan result, 1)
 	go func() {
 		defer s.detached.Done()
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), oreq.Policy.TotalTimeout)
 		defer cancel()
+		defer context.AfterFunc(s.detachedCtx, cancel)()
 		resp, err := s.client.Do(sendCtx, oreq)
 		s.settle(context.WithoutCancel(ctx), key, token, resp, err)
 		done <- result{resp, err}
@@ -114,7 +124,7 @@ func (s *Service) settle(ctx context.Context, key idempotency.Key, token uint64,
 func sent(err error) bool {
 	var exhausted *outbound.ExhaustedError
 	switch {
-	case errors.Is(err, egress.ErrDenied), errors.Is(err, egress.ErrMalformed):
+	case errors.Is(err, egress.ErrDenied), errors.Is(err, egress.ErrMalformed), errors.Is(err, errDraining):
 		return false
 	case errors.As(err, &exhausted):
 		return exhausted.Sent

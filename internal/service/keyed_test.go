@@ -286,12 +286,15 @@ func TestKeyedDuplicateWaitsForFirst(t *testing.T) {
 		<-release
 		w.Write([]byte("done"))
 	})
-	long := policy.Default()
-	long.InFlightWait = time.Minute
-	client := serve(t, newService(t, nil, WithPolicy(long)))
+	patient := policy.Default()
+	patient.InFlightWait = time.Minute
+	store := &claimCounter{Store: idempotency.NewMemory(), claims: make(chan struct{}, 100)}
+	t.Cleanup(func() { store.Close() })
+	client := serve(t, New(newClient(t), store, WithLogger(discard), WithPolicy(patient)))
 	key := uniqueKey(t)
 	go client.Fetch(t.Context(), keyedPost(up.URL, key, "b"))
 	<-arrived
+	<-store.claims // the first call's claim
 	second := make(chan *fetchdv1.FetchResponse, 1)
 	go func() {
 		resp, err := client.Fetch(t.Context(), keyedPost(up.URL, key, "b"))
@@ -300,6 +303,10 @@ func TestKeyedDuplicateWaitsForFirst(t *testing.T) {
 		}
 		second <- resp
 	}()
+	// The second call has found the key in flight and is waiting: its first
+	// claim and at least one more from the wait loop.
+	<-store.claims
+	<-store.claims
 	close(release)
 	if resp := <-second; !resp.GetReplayed() || string(resp.GetBody()) != "done" {
 		t.Fatalf("second = %v", resp)
@@ -307,6 +314,21 @@ func TestKeyedDuplicateWaitsForFirst(t *testing.T) {
 	if up.hits.Load() != 1 {
 		t.Fatalf("hits = %d", up.hits.Load())
 	}
+}
+
+// claimCounter is a store that signals every Claim.
+type claimCounter struct {
+	idempotency.Store
+	claims chan struct{}
+}
+
+func (c *claimCounter) Claim(ctx context.Context, key idempotency.Key, fp string, lease time.Duration) (idempotency.Claim, error) {
+	cl, err := c.Store.Claim(ctx, key, fp, lease)
+	select {
+	case c.claims <- struct{}{}:
+	default:
+	}
+	return cl, err
 }
 
 func TestKeyedFailureBeforeSendingReleasesKey(t *testing.T) {
@@ -399,8 +421,9 @@ func TestKeyedCallerGoneStillStores(t *testing.T) {
 		<-release
 		w.Write([]byte("stored"))
 	})
-	svc := newService(t, nil)
-	client := serve(t, svc)
+	patient := policy.Default()
+	patient.InFlightWait = time.Minute // the retry waits for the detached send
+	client := serve(t, newService(t, nil, WithPolicy(patient)))
 	key := uniqueKey(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
@@ -412,9 +435,6 @@ func TestKeyedCallerGoneStillStores(t *testing.T) {
 	cancel()
 	wantCode(t, <-errc, codes.Canceled, "")
 	close(release)
-	if err := svc.Wait(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	resp, err := client.Fetch(t.Context(), keyedPost(up.URL, key, "x"))
 	if err != nil || !resp.GetReplayed() || string(resp.GetBody()) != "stored" {
 		t.Fatalf("retry after the caller left: resp=%v err=%v", resp, err)
@@ -618,4 +638,45 @@ func TestKeyedCrashedWorkerLeaseExpires(t *testing.T) {
 	if err != nil || !again.GetReplayed() || string(again.GetBody()) != "sent once more" {
 		t.Fatalf("replay after the stale Complete: resp=%v err=%v", again, err)
 	}
+}
+
+// TestShutdownCancelsDetachedSendsAtDeadline: a keyed send whose caller left
+// is awaited by Shutdown, and cancelled when its deadline passes; the key
+// stays held since the request may have reached the upstream.
+func TestShutdownCancelsDetachedSendsAtDeadline(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	gone := make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		close(gone)
+	})
+	store := idempotency.NewMemory()
+	t.Cleanup(func() { store.Close() })
+	svc := New(newClient(t), store, WithLogger(discard))
+	client := serve(t, svc)
+	key := uniqueKey(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Fetch(ctx, keyedPost(up.URL, key, "x"))
+		errc <- err
+	}()
+	<-arrived
+	cancel()
+	wantCode(t, <-errc, codes.Canceled, "")
+
+	expired, stop := context.WithCancel(t.Context())
+	stop()
+	if err := svc.Shutdown(expired); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want the deadline's error", err)
+	}
+	<-gone // the upstream request was cancelled
+	e, err := store.Get(t.Context(), idempotency.Key{Scope: idempotency.AnonymousScope, ID: key})
+	if err != nil || e.Completed {
+		t.Fatalf("key after a cancelled send: %+v, %v; want held in flight", e, err)
+	}
+	_, err = client.Fetch(t.Context(), keyedPost(up.URL, uniqueKey(t), "x"))
+	wantCode(t, err, codes.Unavailable, "shutting down")
 }

@@ -2,13 +2,18 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/policy"
@@ -32,7 +37,13 @@ type Service struct {
 	now      func() time.Time
 
 	draining atomic.Bool
-	detached sync.WaitGroup // keyed sends that outlive their caller
+
+	// Keyed sends run detached from their caller (see sendClaimed).
+	mu           sync.Mutex
+	closed       bool // Shutdown began: no new detached sends
+	detached     sync.WaitGroup
+	detachedCtx  context.Context // cancelled when Shutdown gives up waiting
+	stopDetached context.CancelFunc
 }
 
 // Option configures a Service.
@@ -61,6 +72,7 @@ func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 		logger:   slog.Default(),
 		now:      time.Now,
 	}
+	s.detachedCtx, s.stopDetached = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
 	}
@@ -71,17 +83,31 @@ func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 // go on.
 func (s *Service) Drain() { s.draining.Store(true) }
 
-// Wait blocks until keyed sends detached from their callers have finished
-// (each is bounded by its total timeout) or ctx is done.
-func (s *Service) Wait(ctx context.Context) error {
+// Shutdown drains the service and waits for keyed sends that run detached
+// from their callers. If ctx ends first it cancels them, waits for each to
+// settle its key (a cancelled send that may have reached the upstream keeps
+// its key held until the lease runs out), and returns ctx's error. The store
+// and client may be closed once Shutdown returns.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.Drain()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.detached.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	select {
+	case <-done: // finished just as ctx ended
+		return nil
+	default:
+	}
+	s.stopDetached()
+	<-done
+	return fmt.Errorf("keyed sends cancelled at the drain deadline: %w", ctx.Err())
 }
 
 // Fetch implements fetchdv1.FetchServiceServer.
@@ -89,7 +115,11 @@ func (s *Service) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetch
 	start := s.now()
 	resp, err := s.fetch(ctx, req)
 	if err != nil {
-		err = toStatus(err)
+		st := toStatus(err)
+		if status.Code(st) == codes.Internal {
+			s.logger.ErrorContext(ctx, "fetch: unmapped error", "error", err)
+		}
+		err = st
 	}
 	s.log(ctx, req, resp, err, s.now().Sub(start))
 	return resp, err
@@ -166,8 +196,8 @@ func (s *Service) log(ctx context.Context, req *fetchdv1.FetchRequest, resp *fet
 		return
 	}
 	attrs := []slog.Attr{
-		slog.String("method", req.GetMethod()),
-		slog.String("url", redactURL(req.GetUrl())),
+		slog.String("method", truncate(req.GetMethod(), 32)),
+		slog.String("url", egress.RedactURL(req.GetUrl())),
 		slog.Duration("duration", took),
 		slog.Bool("keyed", req.GetIdempotencyKey() != ""),
 	}

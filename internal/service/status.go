@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,12 +39,13 @@ func toStatus(err error) error {
 	case errors.Is(err, egress.ErrMalformed):
 		return status.Error(codes.InvalidArgument, "url is malformed")
 	case errors.As(err, &denied):
-		return status.Errorf(codes.PermissionDenied, "egress guard refused %s (%s): %s", denied.Host, denied.Addr, denied.Reason)
+		// The resolved address stays out: it would map internal names for any caller.
+		return status.Errorf(codes.PermissionDenied, "egress guard refused %s: %s", denied.Host, denied.Reason)
 	case errors.Is(err, egress.ErrDenied):
 		return status.Error(codes.PermissionDenied, "egress guard refused the destination")
 	case errors.Is(err, outbound.ErrBodyTooLarge):
 		return status.Error(codes.ResourceExhausted, "upstream response body is over the policy's size limit")
-	case errors.Is(err, idempotency.ErrUnavailable):
+	case errors.Is(err, idempotency.ErrUnavailable), errors.Is(err, idempotency.ErrClosed):
 		return status.Error(codes.Unavailable, "idempotency store is unavailable; nothing was sent upstream")
 	case errors.Is(err, idempotency.ErrFull):
 		return status.Error(codes.ResourceExhausted, "idempotency store is full; nothing was sent upstream")
@@ -65,12 +65,12 @@ func toStatus(err error) error {
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		return err
 	}
-	slog.Error("fetch: unmapped error", "error", err)
-	return status.Error(codes.Internal, "internal error")
+	return status.Error(codes.Internal, "internal error") // Fetch logs err
 }
 
-// withAttempts builds a status whose message summarises the attempts and
-// whose details carry them as a FetchFailure.
+// withAttempts builds a status whose message names the last attempt's
+// outcome class and whose details carry every attempt as a FetchFailure (with
+// its person-readable detail, for on-call engineers).
 func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error) error {
 	if exhausted == nil && !errors.As(err, &exhausted) {
 		return status.Error(code, msg)
@@ -89,8 +89,6 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 
 func describe(a outbound.Attempt) string {
 	switch {
-	case a.Error != "" && a.Detail != "":
-		return a.Error + " (" + a.Detail + ")"
 	case a.Error != "":
 		return a.Error
 	default:
