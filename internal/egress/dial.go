@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 	"syscall"
 )
 
@@ -54,8 +55,10 @@ func (g *Guard) DialContext(d *net.Dialer) func(ctx context.Context, network, ad
 		dialer.Control = nil
 		dialer.ControlContext = g.control(host, base.Control, base.ControlContext)
 		var first error
-		for _, a := range addrs {
-			conn, err := dialer.DialContext(ctx, network, netip.AddrPortFrom(a, uint16(port)).String())
+		for i, a := range addrs {
+			actx, cancel := partialDeadline(ctx, len(addrs)-i)
+			conn, err := dialer.DialContext(actx, network, netip.AddrPortFrom(a, uint16(port)).String())
+			cancel()
 			if err == nil {
 				return conn, nil
 			}
@@ -68,6 +71,23 @@ func (g *Guard) DialContext(d *net.Dialer) func(ctx context.Context, network, ad
 		}
 		return nil, first
 	}
+}
+
+// minAddrTimeout is the least time one address gets when a dial deadline is
+// shared among several, as in package net's serial dialing.
+const minAddrTimeout = 500 * time.Millisecond
+
+// partialDeadline gives one of remaining addresses its share of ctx's
+// deadline (at least minAddrTimeout, never past the deadline), so that an
+// address that swallows packets cannot use up the time of the ones after it.
+func partialDeadline(ctx context.Context, remaining int) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok || remaining <= 1 {
+		return ctx, func() {}
+	}
+	left := time.Until(deadline)
+	share := max(left/time.Duration(remaining), min(minAddrTimeout, left))
+	return context.WithTimeout(ctx, share)
 }
 
 // onNetwork keeps the addresses a network can dial; IPv4-mapped addresses

@@ -362,3 +362,59 @@ func TestTransport(t *testing.T) {
 		t.Errorf("server saw %d requests, want 1 (the allowed one)", n)
 	}
 }
+
+// TestDialContextSharesTheDeadline: an address that swallows the connect
+// (a blackhole) gets only its share of the dial deadline, and the next
+// address is still tried in time.
+func TestDialContextSharesTheDeadline(t *testing.T) {
+	t.Parallel()
+	ln := listen(t)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r := newFakeResolver()
+	r.addrs["blackhole.test"] = []string{"127.0.0.2", "127.0.0.3", "127.0.0.1"}
+	d := &net.Dialer{ControlContext: func(ctx context.Context, _, address string, _ syscall.RawConn) error {
+		if address != "127.0.0.1:"+port {
+			<-ctx.Done() // never answers: only the address's own deadline ends it
+			return ctx.Err()
+		}
+		return nil
+	}}
+	g := New(WithResolver(r), WithAllow(netip.MustParsePrefix("127.0.0.0/8")))
+	// 3 addresses: the two blackholes get their minimum share each, and the
+	// third is left the rest.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*minAddrTimeout+500*time.Millisecond)
+	defer cancel()
+	conn, err := g.DialContext(d)(ctx, "tcp", net.JoinHostPort("blackhole.test", port))
+	if err != nil {
+		t.Fatalf("dial: %v (the blackholed addresses used up the deadline)", err)
+	}
+	conn.Close()
+}
+
+func TestPartialDeadline(t *testing.T) {
+	t.Parallel()
+	base, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	tests := []struct {
+		remaining int
+		min, max  time.Duration
+	}{
+		{1, 2900 * time.Millisecond, 3 * time.Second},              // the last one gets everything left
+		{3, 900 * time.Millisecond, time.Second},                   // a third
+		{9, minAddrTimeout - 100*time.Millisecond, minAddrTimeout}, // never below the minimum
+	}
+	for _, tt := range tests {
+		ctx, stop := partialDeadline(base, tt.remaining)
+		dl, _ := ctx.Deadline()
+		got := time.Until(dl)
+		stop()
+		if got < tt.min || got > tt.max {
+			t.Errorf("remaining %d: share %v, want in [%v, %v]", tt.remaining, got, tt.min, tt.max)
+		}
+	}
+	if ctx, stop := partialDeadline(t.Context(), 3); ctx != t.Context() {
+		t.Error("no deadline: the context must be passed through")
+	} else {
+		stop()
+	}
+}
