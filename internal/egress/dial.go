@@ -7,8 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"time"
 	"syscall"
+	"time"
 )
 
 // DialContext returns a dial function for http.Transport.DialContext.

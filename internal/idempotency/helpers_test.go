@@ -14,30 +14,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fetchd/fetchd/internal/fakeclock"
 )
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	// Millisecond-aligned, as are all the durations the tests use, so that the Redis store's
-	// millisecond timestamps compare exactly.
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock starts millisecond-aligned, as are all the durations the
+// tests use, so that the Redis store's millisecond timestamps compare exactly.
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // factory opens a fresh store for one test. scope is unique to the test, so that tests sharing a
@@ -132,7 +116,7 @@ func newScope() string { return "test-" + rand.Text() }
 type env struct {
 	ctx   context.Context
 	s     Store
-	clk   *fakeClock
+	clk   *fakeclock.Clock
 	scope string
 }
 

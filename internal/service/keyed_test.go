@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/fakeclock"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/policy"
 )
@@ -485,7 +486,7 @@ func TestKeyedOutcomeUnknownIsHeldUntilLeaseExpires(t *testing.T) {
 	mu.Lock()
 	healthy = true
 	mu.Unlock()
-	clock.Add(short.TotalTimeout + leaseMargin + time.Second)
+	clock.Advance(short.TotalTimeout + leaseMargin + time.Second)
 	resp, err := client.Fetch(t.Context(), req)
 	if err != nil || resp.GetReplayed() || string(resp.GetBody()) != "ok" {
 		t.Fatalf("after the lease: resp=%v err=%v", resp, err)
@@ -508,23 +509,8 @@ func TestKeyedEmptyKeyUnsafeRetryAskIsFine(t *testing.T) {
 	}
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // tcpProxy forwards to a real server until cut, which closes the listener
@@ -622,7 +608,7 @@ func TestKeyedCrashedWorkerLeaseExpires(t *testing.T) {
 		t.Fatal("a key held by a live lease was sent")
 	}
 
-	clock.Add(lease + time.Second)
+	clock.Advance(lease + time.Second)
 	resp, err := client.Fetch(t.Context(), req)
 	if err != nil || resp.GetReplayed() || up.hits.Load() != 1 {
 		t.Fatalf("after the lease: resp=%v err=%v hits=%d", resp, err, up.hits.Load())
