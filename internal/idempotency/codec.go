@@ -21,11 +21,13 @@ import (
 // Response (also the Redis "resp" field):
 //
 //	status varint | header count uvarint | per header: name, value (uvarint length, bytes)
-//	| body (uvarint length, bytes)
+//	| body (uvarint length, bytes) | flags byte (bit 0: body too large)
 
 const recordVersion = 1
 
 const flagCompleted = 1 << 0
+
+const respFlagBodyTooLarge = 1 << 0
 
 // errCorrupt means a stored record could not be decoded.
 var errCorrupt = errors.New("idempotency: corrupt record")
@@ -81,7 +83,12 @@ func appendResponse(b []byte, r *Response) []byte {
 		b = appendString(b, h.Name)
 		b = appendString(b, h.Value)
 	}
-	return appendBytes(b, r.Body)
+	b = appendBytes(b, r.Body)
+	var flags byte
+	if r.BodyTooLarge {
+		flags |= respFlagBodyTooLarge
+	}
+	return append(b, flags)
 }
 
 func decodeResponse(b []byte) (*Response, error) {
@@ -179,6 +186,7 @@ func (d *decoder) response() *Response {
 		r.Header = append(r.Header, HeaderField{Name: string(name), Value: string(value)})
 	}
 	r.Body = d.bytes()
+	r.BodyTooLarge = d.byte()&respFlagBodyTooLarge != 0
 	if d.err != nil {
 		return nil
 	}

@@ -79,8 +79,17 @@ var conformanceCases = []struct {
 			t.Fatalf("Complete: %v", err)
 		}
 		got = mustGet(t, e, k2)
-		if r := got.Response; r == nil || r.Status != 204 || len(r.Header) != 0 || len(r.Body) != 0 {
+		if r := got.Response; r == nil || r.Status != 204 || len(r.Header) != 0 || len(r.Body) != 0 || r.BodyTooLarge {
 			t.Fatalf("empty response came back as %s", fmtEntry(got))
+		}
+
+		k3 := e.key("too-large")
+		tok3 := claimToken(t, e, k3, "fp", testLease)
+		if err := e.s.Complete(e.ctx, k3, tok3, Response{Status: 200, BodyTooLarge: true}); err != nil {
+			t.Fatalf("Complete: %v", err)
+		}
+		if r := mustGet(t, e, k3).Response; r == nil || r.Status != 200 || !r.BodyTooLarge {
+			t.Fatalf("a body-too-large outcome came back as %+v", r)
 		}
 	}},
 	{"ReleaseThenReclaim", func(t *testing.T, e *env) {

@@ -22,6 +22,10 @@ type Response struct {
 	Status int
 	Header []HeaderField
 	Body   []byte
+	// BodyTooLarge records that the upstream answered with a body over
+	// fetchd's limit: Body is empty and a replay is refused the same way,
+	// rather than the request being sent again.
+	BodyTooLarge bool
 }
 
 // Entry is what a store holds for a key. Entries returned by a store are copies: changing one never
@@ -103,7 +107,7 @@ func (e *Entry) clone() *Entry {
 
 // clone returns a deep copy of r.
 func (r Response) clone() Response {
-	c := Response{Status: r.Status}
+	c := Response{Status: r.Status, BodyTooLarge: r.BodyTooLarge}
 	if r.Header != nil {
 		c.Header = append([]HeaderField(nil), r.Header...)
 	}

@@ -55,7 +55,7 @@ func (s *Service) fetchKeyed(ctx context.Context, c *call, oreq *outbound.Reques
 	case cl.Entry.Fingerprint != fp:
 		return nil, errKeyConflict
 	default:
-		return replay(cl.Entry.Response), nil
+		return replay(cl.Entry.Response)
 	}
 }
 
@@ -99,16 +99,24 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 }
 
 // settle records the outcome of a claimed send: a response of any status is
-// completed; a failure that provably sent nothing releases the key; an
+// completed, and so is an answer whose body was over the limit (replayed as
+// that refusal); a failure that provably sent nothing releases the key; an
 // outcome that is unknown keeps the claim until its lease runs out, so the
 // key is never blindly re-sent.
 func (s *Service) settle(ctx context.Context, key idempotency.Key, token uint64, resp *outbound.Response, sendErr error) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	var err error
+	var (
+		err      error
+		tooLarge *outbound.BodyTooLargeError
+	)
 	switch {
 	case sendErr == nil:
 		err = s.store.Complete(ctx, key, token, record(resp))
+	case errors.As(sendErr, &tooLarge):
+		// The upstream answered, so the outcome is known: keep it, so that a
+		// retry is refused the same way instead of sending the request again.
+		err = s.store.Complete(ctx, key, token, idempotency.Response{Status: tooLarge.Status, BodyTooLarge: true})
 	case !sent(sendErr):
 		err = s.store.Release(ctx, key, token)
 	default:
@@ -142,12 +150,15 @@ func record(r *outbound.Response) idempotency.Response {
 	return out
 }
 
-func replay(r *idempotency.Response) *fetchdv1.FetchResponse {
+func replay(r *idempotency.Response) (*fetchdv1.FetchResponse, error) {
+	if r.BodyTooLarge {
+		return nil, errReplayTooLarge
+	}
 	hs := make([]*fetchdv1.Header, len(r.Header))
 	for i, h := range r.Header {
 		hs[i] = &fetchdv1.Header{Name: h.Name, Value: h.Value}
 	}
-	return &fetchdv1.FetchResponse{Status: uint32(r.Status), Headers: hs, Body: r.Body, Replayed: true}
+	return &fetchdv1.FetchResponse{Status: uint32(r.Status), Headers: hs, Body: r.Body, Replayed: true}, nil
 }
 
 // fingerprint identifies the request a key was first used with: method,

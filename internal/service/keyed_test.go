@@ -666,3 +666,22 @@ func TestShutdownCancelsDetachedSendsAtDeadline(t *testing.T) {
 	_, err = client.Fetch(t.Context(), keyedPost(up.URL, uniqueKey(t), "x"))
 	wantCode(t, err, codes.Unavailable, "shutting down")
 }
+
+// TestKeyedBodyTooLargeIsReplayed: the upstream answered with a body over the
+// limit; the outcome is known, so a retry gets the same refusal instead of a
+// second send.
+func TestKeyedBodyTooLargeIsReplayed(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 5<<20))
+	})
+	client := serve(t, newService(t, nil))
+	req := keyedPost(up.URL, uniqueKey(t), "x")
+	_, err := client.Fetch(t.Context(), req)
+	wantCode(t, err, codes.ResourceExhausted, "size limit")
+	_, err = client.Fetch(t.Context(), req)
+	wantCode(t, err, codes.ResourceExhausted, "not sent again")
+	if up.hits.Load() != 1 {
+		t.Fatalf("hits = %d, want 1", up.hits.Load())
+	}
+}

@@ -20,6 +20,8 @@ var (
 	errKeyConflict = errors.New("idempotency key was already used with a different request (method, URL or body); use a new key")
 	errInFlight    = errors.New("a request with this idempotency key is still in flight or its outcome is unknown; retry later with the same key")
 	errDraining    = errors.New("fetchd is shutting down")
+	// errReplayTooLarge replays an upstream answer whose body was over the limit.
+	errReplayTooLarge = fmt.Errorf("replayed: %w", outbound.ErrBodyTooLarge)
 )
 
 // toStatus maps every error the Fetch flow can produce to its gRPC status.
@@ -43,6 +45,8 @@ func toStatus(err error) error {
 		return status.Errorf(codes.PermissionDenied, "egress guard refused %s: %s", denied.Host, denied.Reason)
 	case errors.Is(err, egress.ErrDenied):
 		return status.Error(codes.PermissionDenied, "egress guard refused the destination")
+	case errors.Is(err, errReplayTooLarge):
+		return status.Error(codes.ResourceExhausted, "upstream response body was over the policy's size limit (replayed from the idempotency store; not sent again)")
 	case errors.Is(err, outbound.ErrBodyTooLarge):
 		return status.Error(codes.ResourceExhausted, "upstream response body is over the policy's size limit")
 	case errors.Is(err, idempotency.ErrUnavailable), errors.Is(err, idempotency.ErrClosed):
