@@ -142,11 +142,9 @@ func sent(err error) bool {
 
 func record(r *outbound.Response) idempotency.Response {
 	out := idempotency.Response{Status: r.Status, Body: r.Body}
-	for name, vs := range r.Header {
-		for _, v := range vs {
-			out.Header = append(out.Header, idempotency.HeaderField{Name: name, Value: v})
-		}
-	}
+	eachHeader(r.Header, func(name, value string) {
+		out.Header = append(out.Header, idempotency.HeaderField{Name: name, Value: value})
+	})
 	return out
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,17 +178,21 @@ func responsePB(r *outbound.Response) *fetchdv1.FetchResponse {
 }
 
 func headersPB(h http.Header) []*fetchdv1.Header {
-	n := 0
-	for _, vs := range h {
-		n += len(vs)
-	}
-	out := make([]*fetchdv1.Header, 0, n)
-	for name, vs := range h {
-		for _, v := range vs {
-			out = append(out, &fetchdv1.Header{Name: name, Value: v})
+	out := make([]*fetchdv1.Header, 0, len(h))
+	eachHeader(h, func(name, value string) {
+		out = append(out, &fetchdv1.Header{Name: name, Value: value})
+	})
+	return out
+}
+
+// eachHeader calls f for every value of h, names in sorted order, so that
+// responses and stored records list headers the same way every time.
+func eachHeader(h http.Header, f func(name, value string)) {
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[name] {
+			f(name, v)
 		}
 	}
-	return out
 }
 
 // log writes the one structured line per Fetch. It never logs bodies, header

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,13 @@ func TestFetchReturnsUpstreamAnswer(t *testing.T) {
 	}
 	if strings.Join(multi, ",") != "a,b" {
 		t.Fatalf("X-Multi = %v", multi)
+	}
+	names := make([]string, len(resp.GetHeaders()))
+	for i, h := range resp.GetHeaders() {
+		names[i] = h.GetName()
+	}
+	if !slices.IsSorted(names) {
+		t.Fatalf("headers are not in a stable (sorted) order: %v", names)
 	}
 	if n := len(resp.GetAttempts()); n != 1 || resp.GetAttempts()[0].GetStatus() != 201 {
 		t.Fatalf("attempts = %v", resp.GetAttempts())
