@@ -3,6 +3,7 @@ package idempotency
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -160,15 +161,38 @@ var conformanceCases = []struct {
 		wantEntry(t, got, want)
 		wantEntry(t, got, &Entry{Fingerprint: "fp", Token: tok, Completed: true, Response: &resp, ExpiresAt: want.ExpiresAt})
 	}},
-	{"CompleteAfterLeaseEndedWithoutTakeover", func(t *testing.T, e *env) {
-		k := e.key("k")
-		tok := claimToken(t, e, k, "fp", testLease)
+	// A claim whose lease has ended but that nobody took over is still its holder's: the holder's token
+	// is still the key's current one, so Complete and Release succeed. The lease only lets another
+	// caller take the key; until one does, the record is as the holder left it.
+	{"FinishAfterLeaseEndedWithoutTakeover", func(t *testing.T, e *env) {
+		done, released := e.key("done"), e.key("released")
+		t0 := e.clk.Now()
+		tokDone := claimToken(t, e, done, "fp", testLease)
+		tokReleased := claimToken(t, e, released, "fp", testLease)
 		e.clk.Advance(testLease + time.Second)
-		if err := e.s.Complete(e.ctx, k, tok, Response{Status: 200}); err != nil {
+		// The lease has ended, the record is untouched.
+		wantEntry(t, mustGet(t, e, released), &Entry{
+			Fingerprint: "fp", Token: tokReleased, LeaseExpires: t0.Add(testLease), ExpiresAt: t0.Add(testTTL),
+		})
+
+		tc := e.clk.Now()
+		resp := Response{Status: 200, Body: []byte("late")}
+		if err := e.s.Complete(e.ctx, done, tokDone, resp); err != nil {
 			t.Fatalf("Complete after the lease ended: %v", err)
 		}
-		if got := mustGet(t, e, k); !got.Completed {
-			t.Fatalf("entry not completed: %s", fmtEntry(got))
+		wantEntry(t, mustGet(t, e, done), &Entry{
+			Fingerprint: "fp", Token: tokDone, Completed: true, Response: &resp, ExpiresAt: tc.Add(testTTL),
+		})
+		wantEntry(t, claimEntry(t, e, done, "fp"), mustGet(t, e, done)) // replayed, not taken
+
+		if err := e.s.Release(e.ctx, released, tokReleased); err != nil {
+			t.Fatalf("Release after the lease ended: %v", err)
+		}
+		_, err := e.s.Get(e.ctx, released)
+		wantErr(t, "Get after Release", err, ErrNotFound)
+		wantErr(t, "second Release", e.s.Release(e.ctx, released, tokReleased), ErrFenced)
+		if tok := claimToken(t, e, released, "fp", testLease); tok <= tokReleased {
+			t.Fatalf("token after release = %d, want > %d", tok, tokReleased)
 		}
 	}},
 	{"TTLExpiry", func(t *testing.T, e *env) {
@@ -321,6 +345,29 @@ var conformanceCases = []struct {
 		_, err := e.s.Get(e.ctx, k)
 		wantErr(t, "Get after refused claims", err, ErrNotFound)
 	}},
+	// A record's times must fit in int64 unix nanoseconds (time.Unix(0, math.MaxInt64), in 2262): a
+	// claim whose lease or TTL would end later is refused and claims nothing, rather than wrapping
+	// around to a lease that has already ended.
+	{"LeaseOrTTLPastMaxTimeRefused", func(t *testing.T, e *env) {
+		k := e.key("k")
+		room := maxTime.Sub(e.clk.Now())
+		for _, lease := range []time.Duration{room + time.Nanosecond, room + time.Hour, 250 * 365 * 24 * time.Hour, math.MaxInt64} {
+			if c, err := e.s.Claim(e.ctx, k, "fp", lease); err == nil {
+				t.Fatalf("Claim with lease %v = %+v, want an error", lease, c)
+			}
+			_, err := e.s.Get(e.ctx, k)
+			wantErr(t, fmt.Sprintf("Get after the refused claim with lease %v", lease), err, ErrNotFound)
+		}
+		// A lease that ends exactly at the limit is fine, and holds the key.
+		tok := claimToken(t, e, k, "fp", room)
+		if got := claimEntry(t, e, k, "other"); got.Token != tok || got.Completed {
+			t.Fatalf("claim during a lease to %v got %s", maxTime, fmtEntry(got))
+		}
+		e.clk.Advance(100 * 365 * 24 * time.Hour)
+		if got := claimEntry(t, e, k, "other"); got.Token != tok {
+			t.Fatalf("claim a century into the lease got %s", fmtEntry(got))
+		}
+	}},
 	{"CancelledContext", func(t *testing.T, e *env) {
 		k := e.key("k")
 		ctx, cancel := context.WithCancel(e.ctx)
@@ -350,4 +397,25 @@ var conformanceCases = []struct {
 		wantErr(t, "Complete", e.s.Complete(e.ctx, k, tok, Response{}), ErrClosed)
 		wantErr(t, "Release", e.s.Release(e.ctx, k, tok), ErrClosed)
 	}},
+}
+
+// TestClaimTTLPastMaxTimeRefused: a store whose TTL would carry a record past maxTime refuses every
+// claim, like a lease that long (see LeaseOrTTLPastMaxTimeRefused).
+func TestClaimTTLPastMaxTimeRefused(t *testing.T) {
+	t.Parallel()
+	for _, f := range allFactories() {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			scope := newScope()
+			clk := newFakeClock()
+			s := f.open(t, scope, WithNow(clk.Now), WithTTL(maxTime.Sub(clk.Now())+time.Millisecond))
+			e := &env{ctx: t.Context(), s: s, clk: clk, scope: scope}
+			k := e.key("k")
+			if c, err := s.Claim(e.ctx, k, "fp", testLease); err == nil {
+				t.Fatalf("Claim with a TTL past %v = %+v, want an error", maxTime, c)
+			}
+			_, err := s.Get(e.ctx, k)
+			wantErr(t, "Get after the refused claim", err, ErrNotFound)
+		})
+	}
 }

@@ -13,8 +13,11 @@
 // claim whose lease has ended, the caller takes the key: the store records the caller's fingerprint
 // and a lease, and returns a fencing token. Tokens come from one store-wide counter, so a token is
 // never issued twice and a claim's token is greater than every token issued before it, for that key
-// or any other, even after the earlier record was released or expired. Otherwise Claim changes
-// nothing and returns the existing Entry; comparing fingerprints is the caller's business.
+// or any other, even after the earlier record was released or expired (the Redis store also keeps
+// this when its counter goes back; see Redis). Otherwise Claim changes nothing and returns the
+// existing Entry; comparing fingerprints is the caller's business. A lease that is not positive, or
+// a lease or TTL that would carry the record past the year 2262 (time.Unix(0, math.MaxInt64)), is
+// an error and claims nothing.
 //
 // # Complete and release
 //
@@ -36,10 +39,12 @@
 //
 // Every store decides expiry with its clock (WithNow, default time.Now): a record whose ExpiresAt is
 // at or before now does not exist for Claim, Complete, Release and Get, and a lease has ended when
-// LeaseExpires is at or before now. A record expires WithTTL (default 24h) after its claim, or after
-// the lease if that is longer, and its TTL starts again from Complete. Expired records are removed
-// physically in the background: Memory and File run a sweeper goroutine every WithSweepInterval
-// (default 1m) until Close, and also offer Sweep; Redis deletes keys itself (PEXPIRE).
+// LeaseExpires is at or before now. The Redis store uses the clock of each fetchd replica that calls
+// it, so the replicas' clocks must agree to well within a lease's margin (see Redis). A record
+// expires WithTTL (default 24h) after its claim, or after the lease if that is longer, and its TTL
+// starts again from Complete. Expired records are removed physically in the background: Memory and
+// File run a sweeper goroutine every WithSweepInterval (default 1m) until Close, and also offer
+// Sweep; Redis deletes keys itself (PEXPIRE).
 //
 // # Bounds
 //
@@ -49,13 +54,16 @@
 // bring the store under the bound it returns ErrFull and claims nothing. Complete of a held claim is
 // always accepted, so the store exceeds its bound by at most the responses of the claims in flight.
 // Whatever keys arrive, the store's memory and disk stay bounded. The Redis store is bounded by Redis
-// (key expiry and maxmemory), not by fetchd.
+// (key expiry and maxmemory), not by fetchd, and Redis must run with maxmemory-policy noeviction: an
+// evicting policy deletes live claims and records, so a duplicate would be sent again, while under
+// noeviction a full Redis refuses writes and keyed requests fail closed (Redis.CheckConfig).
 //
 // # Durability
 //
 // Memory keeps nothing across restarts. File commits every write to disk before returning (bbolt,
-// group-committed across concurrent callers), so records and the token counter survive restarts and
-// crashes. Redis is as durable as the server's persistence settings.
+// group-committed across concurrent callers), and syncs the directory of a file it creates, so
+// records and the token counter survive restarts, crashes and power loss. Redis is as durable as
+// the server's persistence settings.
 //
 // # Errors
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -55,7 +56,8 @@ const fileBatchDelay = time.Millisecond
 const fileLockTimeout = time.Second
 
 // OpenFile opens or creates the file store at path, creating missing parent directories, and starts
-// its background sweeper. The caller must Close it.
+// its background sweeper. When it creates the file it also syncs the directories that name it and any
+// directory it created, so that the new store survives a power loss. The caller must Close it.
 func OpenFile(path string, opts ...Option) (*File, error) {
 	cfg, err := newConfig(DefaultFileMaxBytes, opts)
 	if err != nil {
@@ -64,9 +66,13 @@ func OpenFile(path string, opts ...Option) (*File, error) {
 	if path == "" {
 		return nil, errors.New("idempotency: file store needs a path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	created := missingDirs(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("idempotency: file store: %w", err)
 	}
+	_, err = os.Stat(path)
+	isNew := errors.Is(err, fs.ErrNotExist)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: fileLockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("idempotency: file store %s is locked by another process: %w", path, err)
@@ -82,6 +88,16 @@ func OpenFile(path string, opts ...Option) (*File, error) {
 		}
 		return nil
 	})
+	if err == nil && isNew {
+		// bbolt fsyncs the file's contents but not the directory entries that name the new file and
+		// any directory made for it: until their directories are synced, a power loss soon after the
+		// first start could lose the whole store, token counter included.
+		for _, d := range append([]string{dir}, parents(created)...) {
+			if err = cfg.syncDir(d); err != nil {
+				break
+			}
+		}
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("idempotency: file store: %w", err)
@@ -92,9 +108,45 @@ func OpenFile(path string, opts ...Option) (*File, error) {
 	return f, nil
 }
 
+// missingDirs returns dir and those of its ancestors that do not exist, deepest first.
+func missingDirs(dir string) []string {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			return missing
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			return missing
+		}
+	}
+}
+
+// parents returns the directory that holds each of dirs.
+func parents(dirs []string) []string {
+	out := make([]string, len(dirs))
+	for i, d := range dirs {
+		out[i] = filepath.Dir(d)
+	}
+	return out
+}
+
+// syncDir fsyncs the directory dir, so that the entries created in it survive a power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // Claim implements Store.
 func (f *File) Claim(ctx context.Context, key Key, fingerprint string, lease time.Duration) (Claim, error) {
-	if err := checkCall(ctx, lease); err != nil {
+	if err := checkClaim(ctx, f.cfg.now(), lease, f.cfg.ttl); err != nil {
 		return Claim{}, err
 	}
 	rk := recordKey(key)
@@ -114,13 +166,17 @@ func (f *File) Claim(ctx context.Context, key Key, fingerprint string, lease tim
 	// Batch may run the function more than once; it only sets these results, which the last run,
 	// the one that committed, leaves behind.
 	var (
-		out  Claim
-		full bool
+		out     Claim
+		full    bool
+		tooLate error
 	)
 	err = f.write(func(tx *bolt.Tx) error {
-		out, full = Claim{}, false
+		out, full, tooLate = Claim{}, false, nil
 		b := fileBuckets(tx)
 		now := f.cfg.now()
+		if tooLate = checkEnd(now, lease, f.cfg.ttl); tooLate != nil {
+			return nil
+		}
 		old, err := b.get(rk)
 		if err != nil {
 			return err
@@ -161,6 +217,8 @@ func (f *File) Claim(ctx context.Context, key Key, fingerprint string, lease tim
 	switch {
 	case err != nil:
 		return Claim{}, err
+	case tooLate != nil:
+		return Claim{}, tooLate
 	case full:
 		return Claim{}, ErrFull
 	}

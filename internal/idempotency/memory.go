@@ -46,7 +46,7 @@ func newMemory(cfg config) *Memory {
 
 // Claim implements Store.
 func (m *Memory) Claim(ctx context.Context, key Key, fingerprint string, lease time.Duration) (Claim, error) {
-	if err := checkCall(ctx, lease); err != nil {
+	if err := checkClaim(ctx, m.cfg.now(), lease, m.cfg.ttl); err != nil {
 		return Claim{}, err
 	}
 	m.mu.Lock()
@@ -55,6 +55,9 @@ func (m *Memory) Claim(ctx context.Context, key Key, fingerprint string, lease t
 		return Claim{}, ErrClosed
 	}
 	now := m.cfg.now()
+	if err := checkEnd(now, lease, m.cfg.ttl); err != nil {
+		return Claim{}, err
+	}
 	rec := m.records[key]
 	if rec != nil && live(rec.entry.ExpiresAt, now) && (rec.entry.Completed || held(&rec.entry, now)) {
 		return Claim{Entry: rec.entry.clone()}, nil

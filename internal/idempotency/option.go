@@ -42,9 +42,11 @@ func WithNow(now func() time.Time) Option {
 
 // WithMaxBytes bounds the bytes a memory or file store holds (see recordSize for what counts). It
 // must be positive. The defaults are DefaultMemoryMaxBytes (256 MiB) and DefaultFileMaxBytes (1 GiB).
-// The Redis store ignores it: every Redis key carries a PEXPIRE, and the Redis server's maxmemory
-// (with a volatile-* eviction policy) is the bound there, shared by all replicas, which no single
-// fetchd could enforce.
+// The Redis store ignores it: every Redis key carries a PEXPIRE, and the Redis server's maxmemory is
+// the bound there, shared by all replicas, which no single fetchd could enforce. That Redis must run
+// with maxmemory-policy noeviction: an evicting policy deletes live claims and stored responses, and a
+// duplicate request would be sent again. With noeviction a full Redis refuses writes, and keyed
+// requests fail closed (ErrUnavailable). Redis.CheckConfig checks the policy.
 func WithMaxBytes(n int64) Option {
 	return func(c *config) {
 		if n <= 0 {
@@ -73,6 +75,11 @@ func withBatchDelay(d time.Duration) Option {
 	return func(c *config) { c.batchDelay = d }
 }
 
+// withSyncDir replaces the function that syncs a new file store's directories (syncDir).
+func withSyncDir(fn func(dir string) error) Option {
+	return func(c *config) { c.syncDir = fn }
+}
+
 type config struct {
 	batchDelay    time.Duration
 	ttl           time.Duration
@@ -80,6 +87,7 @@ type config struct {
 	maxBytes      int64
 	sweepInterval time.Duration
 	update        bool
+	syncDir       func(dir string) error
 	err           error
 }
 
@@ -97,6 +105,7 @@ func newConfig(defaultMaxBytes int64, opts []Option) (config, error) {
 		now:           time.Now,
 		maxBytes:      defaultMaxBytes,
 		sweepInterval: DefaultSweepInterval,
+		syncDir:       syncDir,
 	}
 	for _, opt := range opts {
 		opt(&c)

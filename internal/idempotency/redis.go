@@ -2,6 +2,7 @@ package idempotency
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -22,18 +23,40 @@ import (
 // where <len(scope)> is the scope's length in bytes, in decimal. The length fixes where the scope
 // ends, so ("a:b", "c") and ("a", "b:c") are different keys whatever bytes scope and id hold. Its
 // fields are fp (fingerprint), tok (fencing token), done ("0" in flight, "1" completed), lease and
-// exp (lease and record expiry, unix milliseconds) and resp (the encoded response, see codec.go).
-// Fencing tokens come from INCR on the single key fetchd:idem:v1:token, which no record key can
-// equal (a record key's first byte after the prefix is a digit). Each script touches a record and,
-// for Claim, the counter, so on Redis Cluster both would have to share a slot; fetchd supports
-// standalone and Sentinel-managed Redis.
+// exp (lease and record expiry, unix milliseconds), cid (the claim's random ID, while in flight) and
+// resp (the encoded response, see codec.go). Fencing tokens come from INCR on the single key
+// fetchd:idem:v1:token, which no record key can equal (a record key's first byte after the prefix is
+// a digit). Each script touches a record and, for Claim, the counter, so on Redis Cluster both would
+// have to share a slot; fetchd supports standalone and Sentinel-managed Redis.
 //
-// Expiry: lease and record expiry are decided with the WithNow clock of the fetchd that calls, passed
-// to the scripts as an argument, so replicas whose clocks disagree by d may see a lease end up to d
-// early or late; keep replica clocks in sync (NTP). Each key also carries a PEXPIRE of its remaining
-// lifetime plus redisExpiryMargin, so Redis deletes it itself shortly after it has logically expired.
-// WithMaxBytes and WithSweepInterval are not used: Redis's own expiry and its maxmemory setting
-// (use a volatile-* eviction policy) bound what the store holds, across all replicas.
+// Fencing tokens: the counter can go back (a restart without persistence, a failover to a replica
+// that missed the last writes), so a claim's token is also at least one more than the token the
+// record held before, if any, and than the Redis server's clock (TIME) in microseconds; the counter
+// is moved up to the token issued. Tokens therefore keep increasing unless the Redis server that
+// issues the next token has a clock behind the one that issued the lost tokens by more than the time
+// in between (a failover takes seconds; keep the Redis servers' clocks in sync too), or tokens were
+// issued faster than one per microsecond just before the counter went back.
+//
+// Retries: go-redis sends a command again when the connection fails before its reply arrives (Open
+// allows one retry), so the claim script can run twice for one Claim. Each Claim carries a random
+// claim ID, and a run that finds an in-flight claim with its own ID returns that claim's token
+// rather than reporting it as someone else's.
+//
+// Expiry and clocks: lease and record expiry are decided with the WithNow clock of the fetchd that
+// calls, passed to the scripts as an argument, not with Redis's clock. Each replica therefore judges
+// a lease by its own clock: replicas whose clocks disagree by d see a lease end up to d early or
+// late, and one whose clock runs ahead can take over a claim that is still being sent. Replica
+// clocks must agree to well within the margin between a request's total timeout and its lease
+// (fetchd leases a key for its total timeout plus 10s); run NTP on every replica. Each key also
+// carries a PEXPIRE of its remaining lifetime plus redisExpiryMargin, so Redis deletes it itself
+// shortly after it has logically expired.
+//
+// Memory: WithMaxBytes and WithSweepInterval are not used; Redis's own expiry and its maxmemory
+// bound what the store holds, across all replicas. Redis must run with maxmemory-policy noeviction:
+// under any other policy a full Redis evicts live claims and stored responses (the volatile-*
+// policies pick exactly these keys, which all carry a PEXPIRE), and a duplicate request is then
+// sent again. Under noeviction a full Redis refuses writes, Claim and Complete return ErrUnavailable,
+// and fetchd fails keyed requests closed until there is room. CheckConfig checks the policy.
 //
 // Errors: anything but a missing key (a network error, a timeout, a server error) is ErrUnavailable
 // wrapping the cause; fetchd fails keyed requests closed then and keeps serving the others. A call
@@ -70,17 +93,35 @@ func redisKey(key Key) string {
 }
 
 // claimScript takes the record KEYS[1] if it is absent, expired or an in-flight claim whose lease has
-// ended, with a token from INCR on KEYS[2], and otherwise returns it.
-// ARGV: now, fingerprint, lease expiry, record expiry (unix ms), PEXPIRE (ms).
+// ended, and otherwise returns it; an in-flight claim with the caller's claim ID is the caller's own,
+// from an earlier run of this same Claim, and its token is returned. The new token is INCR of the
+// counter KEYS[2], raised when needed above the record's previous token and the server's clock in
+// microseconds (exact in Lua's doubles below 2^53, until the year 2255). Numbers are written with
+// string.format('%d'), as Lua would otherwise write large ones in exponent form.
+// ARGV: now, fingerprint, lease expiry, record expiry (unix ms), PEXPIRE (ms), claim ID.
+// Reply: {1, token} when the caller holds the key, or {0, fp, tok, done, lease, exp, resp}.
 var claimScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 'fp', 'tok', 'done', 'lease', 'exp', 'resp')
+local r = redis.call('HMGET', KEYS[1], 'fp', 'tok', 'done', 'lease', 'exp', 'resp', 'cid')
 if r[2] and tonumber(r[5]) > now and (r[3] == '1' or tonumber(r[4]) > now) then
+  if r[3] == '0' and r[7] == ARGV[6] then
+    return {1, r[2]}
+  end
   return {0, r[1], r[2], r[3], r[4] or '', r[5], r[6] or ''}
 end
+local t = redis.call('TIME')
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if r[2] and tonumber(r[2]) > floor then
+  floor = tonumber(r[2])
+end
 local tok = redis.call('INCR', KEYS[2])
+if tok <= floor then
+  tok = floor + 1
+  redis.call('SET', KEYS[2], string.format('%d', tok))
+end
+tok = string.format('%d', tok)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'tok', tok, 'done', '0', 'lease', ARGV[3], 'exp', ARGV[4])
+redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'tok', tok, 'done', '0', 'lease', ARGV[3], 'exp', ARGV[4], 'cid', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, tok}
 `)
@@ -93,7 +134,7 @@ if r[1] ~= ARGV[2] or r[2] ~= '0' or tonumber(r[3]) <= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'done', '1', 'resp', ARGV[3], 'exp', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lease')
+redis.call('HDEL', KEYS[1], 'lease', 'cid')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 `)
@@ -111,26 +152,27 @@ return 1
 
 // Claim implements Store.
 func (r *Redis) Claim(ctx context.Context, key Key, fingerprint string, lease time.Duration) (Claim, error) {
-	if err := checkCall(ctx, lease); err != nil {
+	now := r.cfg.now()
+	if err := checkClaim(ctx, now, lease, r.cfg.ttl); err != nil {
 		return Claim{}, err
 	}
 	if r.closed.Load() {
 		return Claim{}, ErrClosed
 	}
-	now := r.cfg.now()
 	e := newClaimEntry(fingerprint, 0, now, lease, r.cfg.ttl)
 	reply, err := claimScript.Run(ctx, r.client, []string{redisKey(key), redisTokenKey},
 		now.UnixMilli(), fingerprint, e.LeaseExpires.UnixMilli(), e.ExpiresAt.UnixMilli(),
-		pexpire(now, e.ExpiresAt)).Slice()
+		pexpire(now, e.ExpiresAt), rand.Text()).Slice()
 	if err != nil {
 		return Claim{}, r.wrap(ctx, err)
 	}
 	if len(reply) == 2 && reply[0] == int64(1) {
-		token, ok := reply[1].(int64)
-		if !ok || token <= 0 {
+		s, _ := reply[1].(string)
+		token, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || token == 0 {
 			return Claim{}, unexpectedReply(reply)
 		}
-		return Claim{Token: uint64(token)}, nil
+		return Claim{Token: token}, nil
 	}
 	if len(reply) != 7 || reply[0] != int64(0) {
 		return Claim{}, unexpectedReply(reply)
@@ -220,6 +262,41 @@ func (r *Redis) Get(ctx context.Context, key Key) (*Entry, error) {
 		return nil, ErrNotFound
 	}
 	return e, nil
+}
+
+// CheckConfig checks that the Redis server is configured as the store needs, and otherwise returns
+// an error that says what to change: maxmemory-policy must be noeviction (see the Redis type). When
+// the server does not let fetchd read its configuration (CONFIG renamed or disabled, or denied by an
+// ACL, as on many managed Redis services), CheckConfig cannot tell and returns nil. A Redis that
+// cannot be reached is ErrUnavailable. Open and NewRedis do not contact Redis; call CheckConfig at
+// startup.
+func (r *Redis) CheckConfig(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	cfg, err := r.client.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		if configHidden(err) {
+			return nil
+		}
+		return r.wrap(ctx, err)
+	}
+	if policy, ok := cfg["maxmemory-policy"]; ok && policy != "noeviction" {
+		return fmt.Errorf("idempotency: redis maxmemory-policy is %q, want noeviction: under an "+
+			"evicting policy a full Redis deletes in-flight claims and stored responses, and duplicate "+
+			"requests are sent again (CONFIG SET maxmemory-policy noeviction, and set it in redis.conf)", policy)
+	}
+	return nil
+}
+
+// configHidden reports whether err is Redis refusing CONFIG GET itself: the command is unknown
+// (renamed or disabled) or the user may not run it.
+func configHidden(err error) bool {
+	return redis.HasErrorPrefix(err, "unknown command") || redis.HasErrorPrefix(err, "unknown subcommand") ||
+		redis.HasErrorPrefix(err, "NOPERM")
 }
 
 // Close closes the Redis client if Open created it; a client passed to NewRedis is left open.

@@ -3,6 +3,8 @@ package idempotency
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -53,8 +55,9 @@ type Store interface {
 	// record, or its record is an in-flight claim whose lease has expired, the caller takes it with a new
 	// fencing token strictly greater than any token ever issued for that key by this store. Otherwise
 	// Claim returns the existing entry unchanged (the fingerprint is NOT compared by the store).
-	// A lease that is not positive is an error. ErrFull means the store is at its size bound and
-	// nothing was claimed.
+	// A lease that is not positive is an error, and so is a lease or TTL that would carry the record
+	// past the year 2262 (time.Unix(0, math.MaxInt64)); nothing is claimed then. ErrFull means the
+	// store is at its size bound and nothing was claimed.
 	Claim(ctx context.Context, key Key, fingerprint string, lease time.Duration) (Claim, error)
 	// Complete stores resp as the key's final response iff token is the token of the key's in-flight
 	// claim (compare-and-set); otherwise ErrFenced and the record is unchanged. A claim whose lease
@@ -150,13 +153,32 @@ type Stats struct {
 	Bytes   int64 // their size as counted against the store's MaxBytes
 }
 
+// maxTime is the latest time a record's lease and expiry may reach: the file store encodes times as
+// int64 unix nanoseconds, and every store keeps to the same limit (in the year 2262).
+var maxTime = time.Unix(0, math.MaxInt64)
+
 // errBadLease is returned by Claim for a lease that is not positive.
 var errBadLease = errors.New("idempotency: lease must be positive")
 
-// checkCall rejects a Claim that can never succeed: a done ctx or a lease that is not positive.
-func checkCall(ctx context.Context, lease time.Duration) error {
+// checkClaim rejects a Claim at now that can never succeed: a lease that is not positive, a lease or
+// TTL that would carry the record past maxTime, or a done ctx.
+func checkClaim(ctx context.Context, now time.Time, lease, ttl time.Duration) error {
 	if lease <= 0 {
 		return errBadLease
 	}
+	if err := checkEnd(now, lease, ttl); err != nil {
+		return err
+	}
 	return ctx.Err()
+}
+
+// checkEnd reports an error if a claim at now with lease would end, or its record expire, after
+// maxTime. A store that reads its clock again before it records the claim checks again with that
+// reading.
+func checkEnd(now time.Time, lease, ttl time.Duration) error {
+	if d := max(ttl, lease); now.Add(d).After(maxTime) {
+		return fmt.Errorf("idempotency: a claim at %s with lease %v and TTL %v would end after %s",
+			now.UTC().Format(time.RFC3339), lease, ttl, maxTime.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
