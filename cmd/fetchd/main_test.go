@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -388,4 +390,45 @@ func TestKeyedSurvivesKill9(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Fatalf("upstream hits = %d, want 1", hits.Load())
 	}
+}
+
+// TestStartsWithRedisDown: fetchd starts while its Redis is unreachable
+// (keyed calls fail closed until it is back) and says so in the log.
+func TestStartsWithRedisDown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	var logs syncBuffer
+	m := NewMain()
+	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "redis://"+dead+"/0"
+	m.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatalf("Run with Redis down: %v", err)
+	}
+	defer m.Close()
+	if !strings.Contains(logs.String(), "idempotency store check failed") {
+		t.Fatalf("no warning about the store in the log:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -81,6 +81,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("--store: %w", err)
 	}
+	if r, ok := m.store.(*idempotency.Redis); ok {
+		m.checkRedis(ctx, r)
+	}
 	m.client = outbound.New(egress.New(egress.WithAllow(m.AllowCIDRs...)))
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicy(pol))
 
@@ -201,6 +204,17 @@ func (m *Main) endOnDrain(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInf
 	wrapped := middleware.WrapServerStream(ss)
 	wrapped.WrappedContext = ctx
 	return handler(srv, wrapped)
+}
+
+// checkRedis warns when the shared Redis would evict idempotency records,
+// which would let a key be sent twice. fetchd still starts: Redis may be
+// down now and fixed later, and keyed calls fail closed meanwhile.
+func (m *Main) checkRedis(ctx context.Context, r *idempotency.Redis) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := r.CheckConfig(ctx); err != nil {
+		m.Logger.Warn("fetchd: idempotency store check failed", "error", err)
+	}
 }
 
 // recovered turns a panic in a handler into INTERNAL with a generic message;

@@ -23,11 +23,15 @@ type DeniedError struct {
 	Reason string     // why, e.g. "loopback address"
 }
 
+// Error names the host and the reason. For a name it leaves out the address
+// the name resolved to: the text reaches callers (in the attempt log), and
+// echoing resolved internal addresses would let any caller map internal DNS.
+// Addr is there for logs.
 func (e *DeniedError) Error() string {
 	if e.Host == "" || e.Host == e.Addr.String() {
 		return fmt.Sprintf("egress: %s is not allowed: %s", e.Addr, e.Reason)
 	}
-	return fmt.Sprintf("egress: %s resolves to %s, which is not allowed: %s", e.Host, e.Addr, e.Reason)
+	return fmt.Sprintf("egress: %s resolves to an address that is not allowed: %s", e.Host, e.Reason)
 }
 
 // Unwrap returns ErrDenied.

@@ -295,3 +295,18 @@ func TestParseThenResolve(t *testing.T) {
 		})
 	}
 }
+
+// TestDeniedErrorHidesResolvedAddress: the text reaches callers, so a denied
+// name must not reveal what it resolved to.
+func TestDeniedErrorHidesResolvedAddress(t *testing.T) {
+	t.Parallel()
+	g := New(WithResolver(newFakeResolver()))
+	_, err := g.Resolve(t.Context(), "mixed.example")
+	var de *DeniedError
+	if !errors.As(err, &de) || de.Addr != netip.MustParseAddr("10.0.0.5") {
+		t.Fatalf("err = %v, want a DeniedError for 10.0.0.5", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "10.0.0.5") || !strings.Contains(msg, "mixed.example") || !strings.Contains(msg, de.Reason) {
+		t.Fatalf("message %q must name the host and reason but not the resolved address", msg)
+	}
+}

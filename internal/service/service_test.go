@@ -131,6 +131,7 @@ func TestFetchBadInput(t *testing.T) {
 		{"empty header name", &fetchdv1.FetchRequest{Url: up.URL, Headers: []*fetchdv1.Header{{Name: "", Value: "v"}}}, "not a valid HTTP header name"},
 		{"header value with CRLF", &fetchdv1.FetchRequest{Url: up.URL, Headers: []*fetchdv1.Header{{Name: "X-A", Value: "v\r\nInjected: 1"}}}, "control characters"},
 		{"idempotency header", &fetchdv1.FetchRequest{Url: up.URL, Headers: []*fetchdv1.Header{{Name: "idempotency-key", Value: "k"}}}, "idempotency_key field"},
+		{"x-idempotency header", &fetchdv1.FetchRequest{Url: up.URL, Headers: []*fetchdv1.Header{{Name: "X-Idempotency-Key", Value: "k"}}}, "idempotency_key field"},
 		{"key too long", &fetchdv1.FetchRequest{Url: up.URL, IdempotencyKey: long}, "over the 255-byte limit"},
 		{"key with newline", &fetchdv1.FetchRequest{Url: up.URL, IdempotencyKey: "a\nb"}, "control or non-ASCII"},
 		{"key with NUL", &fetchdv1.FetchRequest{Url: up.URL, IdempotencyKey: "a\x00b"}, "control or non-ASCII"},

@@ -80,8 +80,11 @@ func validate(req *fetchdv1.FetchRequest, pol policy.Policy) (*call, error) {
 			// The value may be a secret: name the header, never echo the value.
 			return nil, invalidf("headers[%d] (%s): value is not a valid HTTP header value (control characters such as CR or LF are not allowed)", i, name)
 		}
-		if http.CanonicalHeaderKey(name) == idempotencyHeader {
-			return nil, invalidf("headers[%d]: pass the idempotency key in the idempotency_key field, not as a header", i)
+		// net/http silently re-sends a request carrying either header on a
+		// reused connection, so neither may ride along without a key that
+		// fetchd deduplicates.
+		if canon := http.CanonicalHeaderKey(name); canon == idempotencyHeader || canon == "X-Idempotency-Key" {
+			return nil, invalidf("headers[%d]: pass the idempotency key in the idempotency_key field, not as a %s header", i, canon)
 		}
 		c.header.Add(name, h.GetValue())
 	}
