@@ -73,7 +73,10 @@ func (r *run) send(number int, wait time.Duration, reason string) *exchange {
 	}
 	ctx = withConnectTimeout(ctx, connect)
 
-	x.resp, x.err = r.target.client.Do(r.request(ctx))
+	// The transport is called directly: it never follows a redirect (a 3xx
+	// is an answer, returned as it is), and http.Client would only add a
+	// copy of the headers per request for redirects that never happen.
+	x.resp, x.err = r.target.transport.RoundTrip(r.request(ctx))
 	if x.err == nil {
 		x.watch.kick() // headers arrived: the silence before the body starts now
 	}
@@ -120,7 +123,10 @@ func (x *exchange) nextTry() {
 
 // records returns the attempt log entries of the exchange: one per repeated
 // send, then the last try with its outcome; and whether anything may have
-// reached the upstream.
+// reached the upstream. Nothing did when no try was handed a connection:
+// GotConn comes before any request byte is written, over HTTP/1 and HTTP/2
+// alike, so a failed dial or handshake, or a wait for a connection cut
+// short, sent nothing.
 func (x *exchange) records(status int, class, detail string) (out []Attempt, sent bool) {
 	end := x.r.c.now()
 	x.mu.Lock()
@@ -133,7 +139,7 @@ func (x *exchange) records(status int, class, detail string) (out []Attempt, sen
 	}
 	out = append(out, Attempt{Number: n, Status: status, Error: class, Detail: detail, Duration: end.Sub(tryStart)})
 	out[0].Backoff, out[0].BackoffReason = x.wait, x.reason
-	sent = len(repeated) > 0 || onConn || status != 0 || !unsent(class)
+	sent = len(repeated) > 0 || onConn || status != 0
 	return out, sent
 }
 
@@ -181,7 +187,7 @@ func deniedCause(err error) error {
 func (x *exchange) readBody(limit int64) ([]byte, error) {
 	body := x.resp.Body
 	defer body.Close()
-	if body == http.NoBody { // HEAD, 204, 304: ContentLength may describe a body never sent
+	if body == http.NoBody || bodiless(x.r.method, x.resp.StatusCode) {
 		return []byte{}, nil
 	}
 	n := x.resp.ContentLength
@@ -199,6 +205,14 @@ func (x *exchange) readBody(limit int64) ([]byte, error) {
 		return nil, ErrBodyTooLarge
 	}
 	return buf.Bytes(), nil
+}
+
+// bodiless reports a response that has no body whatever its headers say
+// (RFC 9110 section 6.4.1): the answer to HEAD, and 1xx, 204 and 304. Its
+// Content-Length describes a body never sent, and the HTTP/2 transport gives
+// it an empty body of its own, which is not http.NoBody.
+func bodiless(method string, status int) bool {
+	return method == http.MethodHead || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
 }
 
 // discard drains a little of a body that is not wanted, so that a short one

@@ -171,9 +171,9 @@ func (r *run) loop() (*Response, error) {
 		x := r.send(len(r.log)+1, wait, reason)
 		if x.err == nil {
 			status := x.resp.StatusCode
-			if n < r.p.MaxAttempts && retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn) {
+			if n < r.p.MaxAttempts && retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn, false) {
 				w, why := delay(r.p, n, status, x.resp.Header, r.c.now(), r.c.jitter)
-				if r.fits(w) {
+				if r.fits(w, r.floor(x)) {
 					x.discard()
 					r.record(x, status, "", "")
 					x.release()
@@ -183,7 +183,7 @@ func (r *run) loop() (*Response, error) {
 					wait, reason = w, why
 					continue
 				}
-				// Waiting would run into the deadline: this answer is final.
+				// The retry would run into the deadline: this answer is final.
 			}
 			body, err := x.readBody(r.p.MaxResponseBytes)
 			if err == nil {
@@ -207,13 +207,13 @@ func (r *run) loop() (*Response, error) {
 			status, header = x.resp.StatusCode, x.resp.Header
 		}
 		ae := x.failure()
-		r.record(x, status, ae.class, ae.detail)
+		sent := r.record(x, status, ae.class, ae.detail)
 		x.release()
-		if n >= r.p.MaxAttempts || !retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn) {
+		if n >= r.p.MaxAttempts || !retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn, !sent) {
 			return nil, r.exhausted(ae)
 		}
 		w, why := delay(r.p, n, status, header, r.c.now(), r.c.jitter)
-		if !r.fits(w) {
+		if !r.fits(w, 0) {
 			return nil, r.exhausted(ae)
 		}
 		if err := r.c.sleep(r.ctx, w); err != nil {
@@ -223,17 +223,38 @@ func (r *run) loop() (*Response, error) {
 	}
 }
 
-// record appends the exchange's entries to the attempt log.
-func (r *run) record(x *exchange, status int, class, detail string) {
+// record appends the exchange's entries to the attempt log and reports
+// whether the exchange may have reached the upstream.
+func (r *run) record(x *exchange, status int, class, detail string) bool {
 	recs, sent := x.records(status, class, detail)
 	r.log = append(r.log, recs...)
 	r.sent = r.sent || sent
+	return sent
 }
 
-// fits reports whether a wait of w ends before the deadline.
-func (r *run) fits(w time.Duration) bool {
+// fits reports whether a wait of w ends before the deadline with at least
+// floor still left after it.
+func (r *run) fits(w, floor time.Duration) bool {
 	deadline, ok := r.ctx.Deadline()
-	return !ok || r.c.now().Add(w).Before(deadline)
+	if !ok {
+		return true
+	}
+	left := deadline.Sub(r.c.now()) // saturates
+	return w < left && left-w >= floor
+}
+
+// floor is the least time a retry after x's answer must have left once its
+// wait is over: as long as x took (the upstream is likely as slow again), or
+// the connect timeout if that is longer (the retry may need a new
+// connection), but never more than the attempt timeout (no attempt gets
+// more). With less left, the retry would most likely be cut off by the
+// deadline, and the answer in hand is worth more than DEADLINE_EXCEEDED.
+func (r *run) floor(x *exchange) time.Duration {
+	f := max(r.p.ConnectTimeout, r.c.now().Sub(x.start), 0)
+	if r.p.AttemptTimeout > 0 {
+		f = min(f, r.p.AttemptTimeout)
+	}
+	return f
 }
 
 func (r *run) exhausted(ae *attemptError) *ExhaustedError {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -960,5 +962,234 @@ func TestHeadOfLargeResource(t *testing.T) {
 	}
 	if resp.Status != 200 || len(resp.Body) != 0 || resp.Header.Get("Content-Length") != "5000000000" {
 		t.Fatalf("got %d, %d bytes, Content-Length %q", resp.Status, len(resp.Body), resp.Header.Get("Content-Length"))
+	}
+}
+
+// A POST without a key but with an X-Idempotency-Key header is replayable to
+// net/http: when its reused connection dies after the request was read, the
+// transport re-sends it on a new connection. If that re-dial is refused, the
+// attempt ends as connect_refused, yet the POST was delivered: it must not be
+// retried. Were it retried, the upstream is back by then and would see the
+// POST twice.
+func TestResendThenRefusedIsNotRetried(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	var posts atomic.Int32
+	first := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" {
+			io.WriteString(w, "warm")
+			return
+		}
+		io.ReadAll(r.Body)
+		posts.Add(1)
+		l.Close() // the transport's re-dial is refused
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		conn.Close() // processed, but the answer is lost
+	})}
+	go first.Serve(l)
+	t.Cleanup(func() { first.Close() })
+
+	var waits int
+	c, _ := newClient(t, WithSleep(func(ctx context.Context, d time.Duration) error {
+		waits++
+		if waits > 1 {
+			return nil
+		}
+		// The upstream comes back during the backoff.
+		l2, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		back := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.ReadAll(r.Body)
+			posts.Add(1)
+		})}
+		go back.Serve(l2)
+		t.Cleanup(func() { back.Close() })
+		return nil
+	}))
+	// The GET leaves an idle keep-alive connection for the POST to reuse.
+	if _, err := c.Do(context.Background(), request(t, "GET", "http://"+addr+"/warm", nil)); err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, "POST", "http://"+addr+"/pay", []byte("charge=1"))
+	req.Header.Set("X-Idempotency-Key", "k-1")
+
+	resp, err := c.Do(context.Background(), req)
+	var ex *ExhaustedError
+	if !errors.As(err, &ex) {
+		t.Fatalf("got %v, %v; want *ExhaustedError (posts delivered: %d)", resp, err, posts.Load())
+	}
+	if got, want := classes(ex.Attempts), []string{ClassReset, ClassConnectRefused}; !reflect.DeepEqual(got, want) {
+		t.Errorf("attempts %v, want %v", got, want)
+	}
+	if !ex.Sent {
+		t.Error("Sent = false for a POST the upstream processed")
+	}
+	if waits != 0 {
+		t.Errorf("slept %d times, want no retry", waits)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the upstream processed the POST %d times, want 1", n)
+	}
+}
+
+// HEAD has no body whatever Content-Length says; the HTTP/2 transport gives
+// it an empty body that is not http.NoBody.
+func TestHeadOverHTTP2OfLargeResource(t *testing.T) {
+	t.Parallel()
+	proto := make(chan int, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto <- r.ProtoMajor
+		w.Header().Set("Content-Length", "10000000")
+		if r.Method != "HEAD" {
+			w.Write(make([]byte, 10000000))
+		}
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c, _ := newClient(t, WithTLSConfig(srv.Client().Transport.(*http.Transport).TLSClientConfig))
+	req := request(t, "HEAD", srv.URL+"/big", nil)
+	req.Policy.MaxResponseBytes = 1 << 20
+
+	resp, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := <-proto; got != 2 {
+		t.Fatalf("upstream saw HTTP/%d, want HTTP/2", got)
+	}
+	if resp.Status != 200 || resp.Body == nil || len(resp.Body) != 0 || resp.Header.Get("Content-Length") != "10000000" {
+		t.Fatalf("got %d, body %v, Content-Length %q", resp.Status, resp.Body, resp.Header.Get("Content-Length"))
+	}
+}
+
+// A request that waited for a connection (MaxConnsPerHost) and never got
+// one sent nothing: Sent is false, and even an unkeyed POST may be retried.
+func TestQueuedForConnectionIsUnsent(t *testing.T) {
+	t.Parallel()
+	holding := make(chan struct{}, 1)
+	release := make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		holding <- struct{}{}
+		<-release
+	})
+	c, s := newClient(t, WithMaxConnsPerHost(1))
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.Do(context.Background(), request(t, "GET", up.URL+"/hold", nil))
+		held <- err
+	}()
+	t.Cleanup(func() {
+		close(release)
+		<-held
+	})
+	within(t, holding, "the only connection to be taken")
+
+	t.Run("keyed POST, one attempt", func(t *testing.T) {
+		req := request(t, "POST", up.URL+"/charges", []byte("x"))
+		req.Keyed = true
+		req.Policy.MaxAttempts = 1
+		req.Policy.AttemptTimeout = 100 * time.Millisecond
+		_, err := c.Do(context.Background(), req)
+		var ex *ExhaustedError
+		if !errors.As(err, &ex) {
+			t.Fatalf("err = %v, want *ExhaustedError", err)
+		}
+		if got, want := classes(ex.Attempts), []string{ClassAttemptTimeout}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("attempts %v, want %v", got, want)
+		}
+		if ex.Sent {
+			t.Error("Sent = true for a request that never had a connection")
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Error("an attempt timeout reads as the deadline")
+		}
+	})
+	t.Run("unkeyed POST is retried", func(t *testing.T) {
+		req := request(t, "POST", up.URL+"/charges", []byte("x"))
+		req.Policy.MaxAttempts = 2
+		req.Policy.AttemptTimeout = 100 * time.Millisecond
+		_, err := c.Do(context.Background(), req)
+		var ex *ExhaustedError
+		if !errors.As(err, &ex) {
+			t.Fatalf("err = %v, want *ExhaustedError", err)
+		}
+		if got, want := classes(ex.Attempts), []string{ClassAttemptTimeout, ClassAttemptTimeout}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("attempts %v, want %v", got, want)
+		}
+		if ex.Sent {
+			t.Error("Sent = true for a request that never had a connection")
+		}
+		if n := len(s.got()); n != 1 {
+			t.Errorf("slept %d times, want 1", n)
+		}
+	})
+	if n := len(up.seen()); n != 1 {
+		t.Errorf("upstream saw %d requests, want only the one holding the connection", n)
+	}
+}
+
+// A retryable answer is returned at once when the retry could not have the
+// time it needs: after the wait, at least min(AttemptTimeout,
+// max(ConnectTimeout, the last attempt's duration)) must be left. The clock
+// runs ahead of real time (before: from the start; during: while the
+// upstream answers), so no real time passes.
+func TestRetryNeedsUsefulTimeLeft(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name           string
+		before, during time.Duration // how far the clock jumps
+		connect        time.Duration
+		attempt        time.Duration
+		wantStatus     int
+		wantAttempts   int
+	}{
+		// 1s left, the first attempt took 9s: a retry would not finish.
+		{"last attempt longer than the time left", 0, 9 * time.Second, 50 * time.Millisecond, 10 * time.Second, 503, 1},
+		// 1s left, but an attempt is cut at 500ms anyway.
+		{"attempt timeout shorter than the time left", 0, 9 * time.Second, 50 * time.Millisecond, 500 * time.Millisecond, 200, 2},
+		// 8s left, the first attempt took 2s.
+		{"enough time left", 0, 2 * time.Second, 50 * time.Millisecond, 10 * time.Second, 200, 2},
+		// 2s left, a new connection may take 3s.
+		{"connect timeout longer than the time left", 8 * time.Second, 0, 3 * time.Second, 10 * time.Second, 503, 1},
+		{"connect timeout shorter than the time left", 8 * time.Second, 0, time.Second, 10 * time.Second, 200, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var skew atomic.Int64
+			skew.Store(int64(tt.before))
+			now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				skew.Add(int64(tt.during))
+				status(503, "Retry-After", "0")(w, r)
+			}, status(200))
+			c, _ := newClient(t, WithNow(now))
+			req := request(t, "GET", up.URL+"/", nil)
+			req.Policy.TotalTimeout = 10 * time.Second
+			req.Policy.ConnectTimeout = tt.connect
+			req.Policy.AttemptTimeout = tt.attempt
+
+			resp, err := c.Do(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Status != tt.wantStatus || len(resp.Attempts) != tt.wantAttempts || len(up.seen()) != tt.wantAttempts {
+				t.Fatalf("got %d after %v (upstream saw %d), want %d after %d attempts",
+					resp.Status, classes(resp.Attempts), len(up.seen()), tt.wantStatus, tt.wantAttempts)
+			}
+			if string(resp.Body) != http.StatusText(tt.wantStatus) {
+				t.Errorf("body %q, want the answer's body", resp.Body)
+			}
+		})
 	}
 }

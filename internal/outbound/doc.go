@@ -1,4 +1,4 @@
-// Package outbound is fetchd's HTTP engine: pooled per-target clients, the
+// Package outbound is fetchd's HTTP engine: pooled per-target transports, the
 // attempt loop, backoff, Retry-After, timeouts, retry decisions and failure
 // classes. It is given a validated [Request] and a resolved [Policy]; it
 // neither validates callers nor maps errors to gRPC codes.
@@ -13,13 +13,19 @@
 //   - Do never retries a request with an unsafe method (anything but GET,
 //     HEAD, OPTIONS, TRACE, PUT, DELETE) that may have reached the upstream,
 //     unless the caller gave an idempotency key ([Request].Keyed). Without a
-//     key it retries such a request only after a failure that proves nothing
-//     left: connection refused or a DNS failure. A status answer to it is
-//     never retried: the upstream processed it. The one send fetchd cannot
-//     hold back: net/http re-sends on its own a request that carries an
-//     Idempotency-Key or X-Idempotency-Key header (below); whoever adds that
-//     header to an unsafe request should set Keyed, since the header already
-//     promises the upstream deduplicates.
+//     key it retries such a request only after an attempt that provably sent
+//     nothing: no connection was ever handed to it (the trace's GotConn comes
+//     before any request byte is written, over HTTP/1 and HTTP/2) and the
+//     transport did not re-send it. That covers a refused, failed or
+//     timed-out connect or TLS handshake, a DNS failure, and a wait for a
+//     connection (MaxConnsPerHost) or a dial that the attempt timeout cut
+//     short. A status answer to it is never retried: the upstream processed
+//     it. The one send fetchd cannot hold back: net/http re-sends on its own
+//     a request that carries an Idempotency-Key or X-Idempotency-Key header
+//     (below). An attempt in which it did is not retried without Keyed,
+//     whatever failure ended it (a refused re-dial included), and whoever
+//     adds that header to an unsafe request should set Keyed, since the
+//     header already promises the upstream deduplicates.
 //   - The attempt log records every real send. net/http silently re-sends a
 //     replayable request (GET, HEAD, OPTIONS, TRACE, or any method carrying
 //     an Idempotency-Key or X-Idempotency-Key header) when a reused
@@ -33,16 +39,23 @@
 //     timeout bounds dial and TLS handshake; the read timeout is the longest
 //     silence after the request is written and between body reads. A wait
 //     that would end at or after the deadline is not slept: Do returns the
-//     last answer (or the failure) at once. A cancelled caller context
+//     last answer (or the failure) at once. A retry after an answer must
+//     moreover have, once its wait is over, at least min(AttemptTimeout,
+//     max(ConnectTimeout, the answered attempt's duration)) left: the
+//     upstream is likely as slow again, and a new connection may be needed.
+//     With less, Do returns the answer at once rather than start an attempt
+//     the deadline would most likely cut off. A cancelled caller context
 //     cancels the upstream request at once.
 //   - Bodies: the request body is sent intact on every attempt. A response
-//     body is read up to Policy.MaxResponseBytes; over it, Do returns a
-//     *[BodyTooLargeError] and closes the connection. A response discarded
-//     for a retry is drained up to 4 KiB and closed, so a short one leaves
-//     its connection reusable.
+//     to HEAD, and a 1xx, 204 or 304, has an empty body whatever its
+//     Content-Length says. Any other response body is read up to
+//     Policy.MaxResponseBytes; over it, Do returns a *[BodyTooLargeError]
+//     and closes the connection. A response discarded for a retry is drained
+//     up to 4 KiB and closed, so a short one leaves its connection reusable.
 //   - Failure classes come from error types (errors.Is/As) and from which of
 //     fetchd's own contexts ended the attempt, never from error text.
-//     Details never carry the URL's query or credentials.
+//     Details never echo the URL's query ("?query") or credentials
+//     ("user:password@").
 //
 // Ownership: Do reads the Request and never modifies or retains it; the
 // returned Response and its slices belong to the caller. Do closes every

@@ -44,9 +44,12 @@ var (
 type ExhaustedError struct {
 	Attempts []Attempt
 	Err      error
-	// Sent is true if any attempt may have reached the upstream. It is false
-	// only when every attempt provably never left: guard refusal, DNS
-	// failure, connection refused (and no send repeated by the transport).
+	// Sent is true if any attempt may have reached the upstream: a
+	// connection was handed to it, a status arrived, or the transport re-sent
+	// it. It is false only when no attempt ever had a connection: a guard
+	// refusal, a DNS failure, a refused or timed-out connect, a failed TLS
+	// handshake, or a wait for a connection (MaxConnsPerHost) or a dial that
+	// the attempt timeout, the total timeout or the caller ended.
 	Sent bool
 }
 
@@ -201,7 +204,7 @@ func isTLS(err error) bool {
 		errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) || errors.As(err, &ech)
 }
 
-// describe renders err for Attempt.Detail: without the *url.Error wrapper
+// describe renders err for Attempt.Detail: without a *url.Error wrapper
 // (which repeats the URL), with the URL's query and credentials removed
 // should any layer below have echoed them, and clipped.
 func describe(err error, u *url.URL) string {
@@ -212,15 +215,18 @@ func describe(err error, u *url.URL) string {
 	return redact(err.Error(), u)
 }
 
-// redact removes the query and credentials of u from s.
+// redact removes the query and credentials of u from s wherever s echoes
+// them as a URL does: "?query" becomes "?REDACTED" and "user:password@"
+// becomes "REDACTED@". Only these delimited forms are replaced, so a short
+// query such as "e" does not eat every "e" of the text. Then s is clipped.
 func redact(s string, u *url.URL) string {
 	if u != nil {
 		if u.RawQuery != "" {
-			s = strings.ReplaceAll(s, u.RawQuery, "REDACTED")
+			s = strings.ReplaceAll(s, "?"+u.RawQuery, "?REDACTED")
 		}
 		if u.User != nil {
 			if ui := u.User.String(); ui != "" {
-				s = strings.ReplaceAll(s, ui, "REDACTED")
+				s = strings.ReplaceAll(s, ui+"@", "REDACTED@")
 			}
 		}
 	}

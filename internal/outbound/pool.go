@@ -13,11 +13,10 @@ import (
 	"time"
 )
 
-// target is the pooled client of one (scheme, host, port).
+// target is the pooled transport of one (scheme, host, port).
 type target struct {
 	key       string
 	transport *http.Transport
-	client    *http.Client
 	evicted   atomic.Bool
 }
 
@@ -66,16 +65,7 @@ func (p *pool) get(u *url.URL) *target {
 		p.mu.Unlock()
 		return e.Value.(*target)
 	}
-	tr := p.build(u.Scheme)
-	t := &target{
-		key:       key,
-		transport: tr,
-		client: &http.Client{
-			Transport: tr,
-			// A 3xx is an answer: fetchd returns it as it is.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-	}
+	t := &target{key: key, transport: p.build(u.Scheme)}
 	p.byKey[key] = p.lru.PushFront(t)
 	var evicted []*target
 	for p.lru.Len() > p.max {

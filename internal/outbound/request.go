@@ -82,7 +82,7 @@ type Attempt struct {
 	// one of the Class... constants.
 	Error string
 	// Detail says what happened in words a person understands. It never
-	// carries the URL's query or credentials.
+	// echoes the URL's query ("?query") or credentials ("user:password@").
 	Detail   string
 	Duration time.Duration
 	// Backoff is the wait before this attempt; BackoffReason says why:
