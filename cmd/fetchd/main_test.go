@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 // startMain runs a real fetchd on 127.0.0.1:0 with the memory store and
@@ -396,12 +396,7 @@ func TestKeyedSurvivesKill9(t *testing.T) {
 // (keyed calls fail closed until it is back) and says so in the log.
 func TestStartsWithRedisDown(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := nettest.RefusedAddr(t)
 	var logs syncBuffer
 	m := NewMain()
 	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "redis://"+dead+"/0"

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 // listen starts a TCP listener on 127.0.0.1:0, closed when the test ends.
@@ -192,14 +194,9 @@ func TestDialContextReturnsFirstError(t *testing.T) {
 
 func TestDialContextConnectionRefused(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := nettest.RefusedAddr(t)
 	g := New(WithAllow(netip.MustParsePrefix("127.0.0.0/8")))
-	_, err = g.DialContext(nil)(t.Context(), "tcp", addr)
+	_, err := g.DialContext(nil)(t.Context(), "tcp", addr)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial closed port: %v, want ECONNREFUSED", err)
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fetchd/fetchd/internal/fakeclock"
+
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 // newFakeClock starts millisecond-aligned, as are all the durations the
@@ -130,7 +132,7 @@ func privateRedis(t *testing.T, args ...string) (*redis.Client, string) {
 	}
 	// The free port can be taken by someone else before redis-server binds it; try another then.
 	for attempt := 1; ; attempt++ {
-		addr := closedAddr(t)
+		addr := nettest.RefusedAddr(t)
 		err := startRedisServer(t, bin, addr, args)
 		if err == nil {
 			c := redis.NewClient(&redis.Options{Addr: addr})

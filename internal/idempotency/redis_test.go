@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 func TestRedisKey(t *testing.T) {
@@ -42,23 +44,9 @@ func TestRedisKey(t *testing.T) {
 	}
 }
 
-// closedAddr returns the address of a listener that has been closed, so that connecting is refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 func TestRedisUnreachableIsUnavailable(t *testing.T) {
 	t.Parallel()
-	client := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
+	client := redis.NewClient(&redis.Options{Addr: nettest.RefusedAddr(t), MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = client.Close() })
 	s := NewRedis(client)
 	ctx := t.Context()
@@ -91,7 +79,7 @@ func TestRedisUnreachableIsUnavailable(t *testing.T) {
 func TestRedisOpenUnreachableStarts(t *testing.T) {
 	t.Parallel()
 	// Open must not contact Redis: fetchd starts while Redis is down and fails closed per call.
-	s, err := Open(t.Context(), "redis://"+closedAddr(t)+"/0?max_retries=-1")
+	s, err := Open(t.Context(), "redis://"+nettest.RefusedAddr(t)+"/0?max_retries=-1")
 	if err != nil {
 		t.Fatalf("Open of an unreachable Redis: %v", err)
 	}
@@ -242,7 +230,7 @@ func TestRedisCheckConfig(t *testing.T) {
 	}
 	wantErr(t, "CheckConfig after Close", s.CheckConfig(ctx), ErrClosed)
 
-	down := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1, DialerRetries: 1})
+	down := redis.NewClient(&redis.Options{Addr: nettest.RefusedAddr(t), MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { _ = down.Close() })
 	wantErr(t, "CheckConfig of an unreachable Redis", NewRedis(down).CheckConfig(ctx), ErrUnavailable)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fetchd/fetchd/internal/egress"
+
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 // loopback is a guard that lets test servers on 127.0.0.0/8 through.
@@ -165,14 +167,7 @@ func hang(done chan<- struct{}) http.HandlerFunc {
 
 // refusedURL returns a URL on a port where nothing listens.
 func refusedURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr + "/"
+	return "http://" + nettest.RefusedAddr(t) + "/"
 }
 
 // classes lists the attempts' statuses and classes, for compact assertions.

@@ -20,6 +20,7 @@ import (
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/fakeclock"
 	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/nettest"
 	"github.com/fetchd/fetchd/internal/policy"
 )
 
@@ -334,12 +335,7 @@ func (c *claimCounter) Claim(ctx context.Context, key idempotency.Key, fp string
 
 func TestKeyedFailureBeforeSendingReleasesKey(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "http://" + ln.Addr().String() + "/"
-	ln.Close()
+	refused := "http://" + nettest.RefusedAddr(t) + "/"
 
 	store := idempotency.NewMemory()
 	t.Cleanup(func() { store.Close() })
@@ -369,16 +365,11 @@ func TestKeyedFailureBeforeSendingReleasesKey(t *testing.T) {
 
 func TestKeyedStoreUnreachableFailsClosed(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := nettest.RefusedAddr(t)
 	up := newUpstream(t, ok("x"))
 	client := serve(t, newService(t, openStore(t, "redis://"+dead+"/0")))
 
-	_, err = client.Fetch(t.Context(), keyedPost(up.URL, uniqueKey(t), "x"))
+	_, err := client.Fetch(t.Context(), keyedPost(up.URL, uniqueKey(t), "x"))
 	wantCode(t, err, codes.Unavailable, "nothing was sent")
 	if up.hits.Load() != 0 {
 		t.Fatal("a keyed call was sent with the store unreachable")

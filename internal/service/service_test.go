@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/nettest"
 )
 
 func TestFetchReturnsUpstreamAnswer(t *testing.T) {
@@ -181,14 +181,9 @@ func TestFetchEgressGuardRefusesBeforeConnecting(t *testing.T) {
 
 func TestFetchRefusedPortIsUnavailableWithAttempts(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := nettest.RefusedAddr(t)
 	client := serve(t, newService(t, nil))
-	_, err = client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "http://" + addr + "/", Retry: &fetchdv1.RetryPolicy{
+	_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "http://" + addr + "/", Retry: &fetchdv1.RetryPolicy{
 		InitialBackoff: durationpb.New(time.Millisecond), MaxBackoff: durationpb.New(time.Millisecond),
 	}})
 	st := wantCode(t, err, codes.Unavailable, "no upstream answer after 3 attempt(s)")
