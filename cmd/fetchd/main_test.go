@@ -427,3 +427,29 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestFileStoreInUseIsRefusedAtStart: a second fetchd on the same file store
+// fails to start with a clear error (and Close is safe after it).
+func TestFileStoreInUseIsRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	store := "file:" + filepath.Join(t.TempDir(), "fetchd.db")
+	first := NewMain()
+	first.Listen, first.Admin, first.Store = "127.0.0.1:0", "", store
+	first.Logger = slog.New(slog.DiscardHandler)
+	if err := first.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+
+	second := NewMain()
+	second.Listen, second.Admin, second.Store = "127.0.0.1:0", "", store
+	second.Logger = slog.New(slog.DiscardHandler)
+	err := second.Run(t.Context())
+	if closeErr := second.Close(); closeErr != nil {
+		t.Errorf("Close after a failed Run: %v", closeErr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "--store") {
+		t.Fatalf("Run on a file store in use = %v, want a --store error", err)
+	}
+	t.Log(err)
+}

@@ -77,10 +77,11 @@ func NewMain() *Main {
 // serving. Close stops it.
 func (m *Main) Run(ctx context.Context) (err error) {
 	pol := policy.Default()
-	m.store, err = idempotency.Open(ctx, m.Store, idempotency.WithTTL(pol.IdempotencyTTL))
+	store, err := idempotency.Open(ctx, m.Store, idempotency.WithTTL(pol.IdempotencyTTL))
 	if err != nil {
 		return fmt.Errorf("--store: %w", err)
 	}
+	m.store = store
 	if r, ok := m.store.(*idempotency.Redis); ok {
 		m.checkRedis(ctx, r)
 	}

@@ -45,7 +45,11 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		return OpenFile(path, opts...)
+		f, err := OpenFile(path, opts...)
+		if err != nil {
+			return nil, err // not a typed nil *File inside a non-nil Store
+		}
+		return f, nil
 	case "redis", "rediss":
 		cfg, err := newConfig(0, opts)
 		if err != nil {
