@@ -51,6 +51,9 @@ type ExhaustedError struct {
 	// handshake, or a wait for a connection (MaxConnsPerHost) or a dial that
 	// the attempt timeout, the total timeout or the caller ended.
 	Sent bool
+	// Stopped says why the last failure was not retried (a Stop... constant),
+	// "" when it was not retryable at all.
+	Stopped string
 }
 
 func (e *ExhaustedError) Error() string {

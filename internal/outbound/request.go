@@ -41,7 +41,60 @@ type Policy struct {
 	// MaxResponseBytes is the largest response body accepted. Zero or less
 	// accepts only an empty body.
 	MaxResponseBytes int64
+
+	// The fields below protect and pool the target (scheme, host, port) as a
+	// whole. They come from the target's rule and the organisation's
+	// protection settings, so every request to one target carries the same
+	// values until the policy is reloaded.
+
+	// MaxConns bounds the connections to the target, idle or busy; zero or
+	// less means the Client's default (WithMaxConnsPerHost). A request that
+	// carries a different value than the target's pool was built with gets
+	// a new pool; the old one closes as its requests finish.
+	MaxConns int
+	// MaxRedirects is how many redirect hops are followed; zero or less
+	// means none: a 3xx is an answer like any other.
+	MaxRedirects int
+	// Budget bounds the target's retries; the zero Budget bounds nothing.
+	Budget Budget
+	// Breaker is the target's circuit breaker; the zero Breaker never opens.
+	Breaker Breaker
+	// ShareRetryAfter makes a Retry-After on a 429 or 503 from the target
+	// hold every call to it until the time named (capped by MaxRetryAfter),
+	// not only the call that received it.
+	ShareRetryAfter bool
 }
+
+// Budget is a per-target retry budget (the Finagle, Envoy and Linkerd
+// model): retries may be at most Ratio of the requests counted over Window,
+// plus at most MinPerSecond further retries in any one second. Against an
+// upstream that fails everything, traffic is about (1 + Ratio) times the
+// requests, not MaxAttempts times.
+type Budget struct {
+	Ratio        float64       // e.g. 0.2; in [0, 1]
+	MinPerSecond float64       // e.g. 10; >= 0
+	Window       time.Duration // e.g. 10s; zero or less disables the budget
+}
+
+// Enabled reports whether the budget bounds anything.
+func (b Budget) Enabled() bool { return b.Window > 0 }
+
+// Breaker is a per-target circuit breaker. It opens after
+// ConsecutiveFailures failed attempts in a row, or when failed attempts
+// reach FailureRatio of at least MinRequests attempts over Window. While
+// open, attempts to the target fail at once (class "breaker_open"); after
+// OpenFor it lets HalfOpenProbes attempts through, and closes on a success.
+type Breaker struct {
+	ConsecutiveFailures int           // zero or less: not used
+	FailureRatio        float64       // in (0, 1]; zero or less: not used
+	MinRequests         int           // attempts needed in Window before the ratio counts
+	Window              time.Duration // sliding window of the ratio
+	OpenFor             time.Duration // how long it stays open before probing
+	HalfOpenProbes      int           // attempts let through at once while half-open; < 1 is read as 1
+}
+
+// Enabled reports whether the breaker can ever open.
+func (b Breaker) Enabled() bool { return b.ConsecutiveFailures > 0 || b.FailureRatio > 0 }
 
 // normalized applies the clamps documented on Policy.
 func (p Policy) normalized() Policy {
@@ -71,6 +124,10 @@ type Request struct {
 	// PATCH, ...) may then be retried after they may have been sent.
 	Keyed  bool
 	Policy Policy
+	// CheckRedirect, when set, is asked about each redirect hop (already
+	// parsed by egress.ParseURL) before it is followed; an error stops the
+	// run and is returned, wrapped. The egress guard checks every hop anyway.
+	CheckRedirect func(u *url.URL) error
 }
 
 // Attempt records one real send of the request (or one attempt that failed
@@ -90,6 +147,8 @@ type Attempt struct {
 	// "backoff", "retry_after" or "retry_after_capped".
 	Backoff       time.Duration
 	BackoffReason string
+	// URL is the redacted URL of a redirect hop; "" for the request's own URL.
+	URL string
 }
 
 // Response is the final upstream answer: whatever its status, Do returns it
@@ -99,7 +158,21 @@ type Response struct {
 	Header   http.Header // hop-by-hop headers removed
 	Body     []byte      // as the upstream sent it (no decompression)
 	Attempts []Attempt
+	// Stopped says why a retryable answer was not retried (one of the
+	// Stop... constants); "" when the answer was final by itself.
+	Stopped string
 }
+
+// Why the attempt loop stopped with a retryable outcome, in Response.Stopped
+// and ExhaustedError.Stopped.
+const (
+	StopMaxAttempts  = "max_attempts"  // MaxAttempts were spent
+	StopBudget       = "retry_budget"  // the target's retry budget refused the retry
+	StopBreaker      = "breaker_open"  // the target's circuit breaker is open
+	StopDeadline     = "deadline"      // the wait before the retry would outlive the deadline
+	StopUnsafe       = "unsafe_method" // an unkeyed POST/PATCH that may have been sent
+	StopMaxRedirects = "max_redirects" // the redirect hop limit was reached; the 3xx is the answer
+)
 
 // Failure classes recorded in Attempt.Error.
 const (
@@ -115,6 +188,8 @@ const (
 	ClassDenied         = "denied"          // the egress guard refused the address; nothing was sent
 	ClassBodyTooLarge   = "body_too_large"  // the response body is over MaxResponseBytes
 	ClassProtocol       = "protocol"        // the upstream's answer could not be read as HTTP
+	ClassBreakerOpen    = "breaker_open"    // the target's circuit breaker refused the attempt; nothing was sent
+	ClassTargetHold     = "target_hold"     // the target asked for a pause (shared Retry-After) longer than the time left; nothing was sent
 	ClassOther          = "other"
 )
 
@@ -123,4 +198,5 @@ const (
 	ReasonBackoff          = "backoff"
 	ReasonRetryAfter       = "retry_after"
 	ReasonRetryAfterCapped = "retry_after_capped"
+	ReasonTargetHold       = "target_hold" // another call's Retry-After holds the target
 )
