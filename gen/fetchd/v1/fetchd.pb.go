@@ -35,7 +35,8 @@ type FetchRequest struct {
 	// The caller's ask; the org policy clamps it.
 	Retry *RetryPolicy `protobuf:"bytes,6,opt,name=retry,proto3" json:"retry,omitempty"`
 	// Enables deduplication and makes unsafe methods retryable. It is
-	// forwarded upstream as the Idempotency-Key header.
+	// forwarded upstream in the header the target's policy names
+	// (Idempotency-Key unless a target rule says otherwise).
 	IdempotencyKey string `protobuf:"bytes,7,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Name of a centrally managed policy; empty means the default.
 	Policy        string `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
@@ -348,8 +349,15 @@ type FetchResponse struct {
 	// Every attempt made, in order (empty on a replay).
 	Attempts []*Attempt `protobuf:"bytes,4,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// Served from the idempotency store; upstream not called.
-	Replayed      bool   `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
-	TraceId       string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Replayed bool   `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	TraceId  string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// The policy the call ran with, after precedence and caps (unset on a
+	// replay).
+	Policy *AppliedPolicy `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Why a retryable answer was not retried: "max_attempts", "retry_budget",
+	// "breaker_open", "deadline", "unsafe_method", "max_redirects"; empty when
+	// the answer was final by itself.
+	RetryStopped  string `protobuf:"bytes,8,opt,name=retry_stopped,json=retryStopped,proto3" json:"retry_stopped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +434,127 @@ func (x *FetchResponse) GetTraceId() string {
 	return ""
 }
 
+func (x *FetchResponse) GetPolicy() *AppliedPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetRetryStopped() string {
+	if x != nil {
+		return x.RetryStopped
+	}
+	return ""
+}
+
+// AppliedPolicy is what ran: the caller's ask, then the named policy, then
+// the target rule, then the caps.
+type AppliedPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The named policy ("default" when the request names none).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The host pattern of the target rule that matched; empty when none did.
+	TargetRule string `protobuf:"bytes,2,opt,name=target_rule,json=targetRule,proto3" json:"target_rule,omitempty"`
+	// The caller the call ran as ("anonymous" without credentials).
+	Caller           string               `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	Timeouts         *Timeouts            `protobuf:"bytes,4,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	Retry            *RetryPolicy         `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
+	MaxRetryAfter    *durationpb.Duration `protobuf:"bytes,6,opt,name=max_retry_after,json=maxRetryAfter,proto3" json:"max_retry_after,omitempty"`
+	MaxResponseBytes uint64               `protobuf:"varint,7,opt,name=max_response_bytes,json=maxResponseBytes,proto3" json:"max_response_bytes,omitempty"`
+	// One line per value a cap lowered, e.g.
+	// "retry.max_attempts: 10 -> 5 (org cap)".
+	Clamped       []string `protobuf:"bytes,8,rep,name=clamped,proto3" json:"clamped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedPolicy) Reset() {
+	*x = AppliedPolicy{}
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedPolicy) ProtoMessage() {}
+
+func (x *AppliedPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedPolicy.ProtoReflect.Descriptor instead.
+func (*AppliedPolicy) Descriptor() ([]byte, []int) {
+	return file_fetchd_v1_fetchd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AppliedPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AppliedPolicy) GetTargetRule() string {
+	if x != nil {
+		return x.TargetRule
+	}
+	return ""
+}
+
+func (x *AppliedPolicy) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *AppliedPolicy) GetTimeouts() *Timeouts {
+	if x != nil {
+		return x.Timeouts
+	}
+	return nil
+}
+
+func (x *AppliedPolicy) GetRetry() *RetryPolicy {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *AppliedPolicy) GetMaxRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.MaxRetryAfter
+	}
+	return nil
+}
+
+func (x *AppliedPolicy) GetMaxResponseBytes() uint64 {
+	if x != nil {
+		return x.MaxResponseBytes
+	}
+	return 0
+}
+
+func (x *AppliedPolicy) GetClamped() []string {
+	if x != nil {
+		return x.Clamped
+	}
+	return nil
+}
+
 type Attempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1-based.
@@ -438,17 +567,21 @@ type Attempt struct {
 	Duration *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Wait before this attempt.
 	Backoff *durationpb.Duration `protobuf:"bytes,5,opt,name=backoff,proto3" json:"backoff,omitempty"`
-	// Why the wait before this attempt was chosen: "backoff", "retry_after".
+	// Why the wait before this attempt was chosen: "backoff", "retry_after",
+	// "retry_after_capped", "target_hold" (another call's Retry-After from the
+	// same target).
 	BackoffReason string `protobuf:"bytes,6,opt,name=backoff_reason,json=backoffReason,proto3" json:"backoff_reason,omitempty"`
 	// A person-readable description of the error, free of secrets.
-	Detail        string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The redirect hop's URL (redacted); empty for the request's own URL.
+	Url           string `protobuf:"bytes,8,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_fetchd_v1_fetchd_proto_msgTypes[5]
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +593,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_fetchd_v1_fetchd_proto_msgTypes[5]
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +606,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_fetchd_v1_fetchd_proto_rawDescGZIP(), []int{5}
+	return file_fetchd_v1_fetchd_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Attempt) GetNumber() uint32 {
@@ -525,18 +658,28 @@ func (x *Attempt) GetDetail() string {
 	return ""
 }
 
+func (x *Attempt) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
 // FetchFailure is attached to the status details of an UNAVAILABLE or
 // DEADLINE_EXCEEDED error: the attempts that ran and why they failed.
 type FetchFailure struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Attempts      []*Attempt             `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Attempts []*Attempt             `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Policy   *AppliedPolicy         `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// As FetchResponse.retry_stopped.
+	RetryStopped  string `protobuf:"bytes,3,opt,name=retry_stopped,json=retryStopped,proto3" json:"retry_stopped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchFailure) Reset() {
 	*x = FetchFailure{}
-	mi := &file_fetchd_v1_fetchd_proto_msgTypes[6]
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +691,7 @@ func (x *FetchFailure) String() string {
 func (*FetchFailure) ProtoMessage() {}
 
 func (x *FetchFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_fetchd_v1_fetchd_proto_msgTypes[6]
+	mi := &file_fetchd_v1_fetchd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +704,7 @@ func (x *FetchFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchFailure.ProtoReflect.Descriptor instead.
 func (*FetchFailure) Descriptor() ([]byte, []int) {
-	return file_fetchd_v1_fetchd_proto_rawDescGZIP(), []int{6}
+	return file_fetchd_v1_fetchd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FetchFailure) GetAttempts() []*Attempt {
@@ -569,6 +712,20 @@ func (x *FetchFailure) GetAttempts() []*Attempt {
 		return x.Attempts
 	}
 	return nil
+}
+
+func (x *FetchFailure) GetPolicy() *AppliedPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *FetchFailure) GetRetryStopped() string {
+	if x != nil {
+		return x.RetryStopped
+	}
+	return ""
 }
 
 var File_fetchd_v1_fetchd_proto protoreflect.FileDescriptor
@@ -602,14 +759,26 @@ const file_fetchd_v1_fetchd_proto_rawDesc = "" +
 	"multiplier\x18\x04 \x01(\x01R\n" +
 	"multiplier\x12&\n" +
 	"\x0fretry_on_status\x18\x05 \x03(\rR\rretryOnStatus\x12,\n" +
-	"\x12ignore_retry_after\x18\x06 \x01(\bR\x10ignoreRetryAfter\"\xcf\x01\n" +
+	"\x12ignore_retry_after\x18\x06 \x01(\bR\x10ignoreRetryAfter\"\xa6\x02\n" +
 	"\rFetchResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\rR\x06status\x12+\n" +
 	"\aheaders\x18\x02 \x03(\v2\x11.fetchd.v1.HeaderR\aheaders\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12.\n" +
 	"\battempts\x18\x04 \x03(\v2\x12.fetchd.v1.AttemptR\battempts\x12\x1a\n" +
 	"\breplayed\x18\x05 \x01(\bR\breplayed\x12\x19\n" +
-	"\btrace_id\x18\x06 \x01(\tR\atraceId\"\xfa\x01\n" +
+	"\btrace_id\x18\x06 \x01(\tR\atraceId\x120\n" +
+	"\x06policy\x18\a \x01(\v2\x18.fetchd.v1.AppliedPolicyR\x06policy\x12#\n" +
+	"\rretry_stopped\x18\b \x01(\tR\fretryStopped\"\xc6\x02\n" +
+	"\rAppliedPolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vtarget_rule\x18\x02 \x01(\tR\n" +
+	"targetRule\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12/\n" +
+	"\btimeouts\x18\x04 \x01(\v2\x13.fetchd.v1.TimeoutsR\btimeouts\x12,\n" +
+	"\x05retry\x18\x05 \x01(\v2\x16.fetchd.v1.RetryPolicyR\x05retry\x12A\n" +
+	"\x0fmax_retry_after\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rmaxRetryAfter\x12,\n" +
+	"\x12max_response_bytes\x18\a \x01(\x04R\x10maxResponseBytes\x12\x18\n" +
+	"\aclamped\x18\b \x03(\tR\aclamped\"\x8c\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\rR\x06number\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\rR\x06status\x12\x14\n" +
@@ -617,9 +786,12 @@ const file_fetchd_v1_fetchd_proto_rawDesc = "" +
 	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x123\n" +
 	"\abackoff\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\abackoff\x12%\n" +
 	"\x0ebackoff_reason\x18\x06 \x01(\tR\rbackoffReason\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\">\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\x12\x10\n" +
+	"\x03url\x18\b \x01(\tR\x03url\"\x95\x01\n" +
 	"\fFetchFailure\x12.\n" +
-	"\battempts\x18\x01 \x03(\v2\x12.fetchd.v1.AttemptR\battempts2J\n" +
+	"\battempts\x18\x01 \x03(\v2\x12.fetchd.v1.AttemptR\battempts\x120\n" +
+	"\x06policy\x18\x02 \x01(\v2\x18.fetchd.v1.AppliedPolicyR\x06policy\x12#\n" +
+	"\rretry_stopped\x18\x03 \x01(\tR\fretryStopped2J\n" +
 	"\fFetchService\x12:\n" +
 	"\x05Fetch\x12\x17.fetchd.v1.FetchRequest\x1a\x18.fetchd.v1.FetchResponseB1Z/github.com/fetchd/fetchd/gen/fetchd/v1;fetchdv1b\x06proto3"
 
@@ -635,39 +807,45 @@ func file_fetchd_v1_fetchd_proto_rawDescGZIP() []byte {
 	return file_fetchd_v1_fetchd_proto_rawDescData
 }
 
-var file_fetchd_v1_fetchd_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_fetchd_v1_fetchd_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_fetchd_v1_fetchd_proto_goTypes = []any{
 	(*FetchRequest)(nil),        // 0: fetchd.v1.FetchRequest
 	(*Header)(nil),              // 1: fetchd.v1.Header
 	(*Timeouts)(nil),            // 2: fetchd.v1.Timeouts
 	(*RetryPolicy)(nil),         // 3: fetchd.v1.RetryPolicy
 	(*FetchResponse)(nil),       // 4: fetchd.v1.FetchResponse
-	(*Attempt)(nil),             // 5: fetchd.v1.Attempt
-	(*FetchFailure)(nil),        // 6: fetchd.v1.FetchFailure
-	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(*AppliedPolicy)(nil),       // 5: fetchd.v1.AppliedPolicy
+	(*Attempt)(nil),             // 6: fetchd.v1.Attempt
+	(*FetchFailure)(nil),        // 7: fetchd.v1.FetchFailure
+	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
 }
 var file_fetchd_v1_fetchd_proto_depIdxs = []int32{
 	1,  // 0: fetchd.v1.FetchRequest.headers:type_name -> fetchd.v1.Header
 	2,  // 1: fetchd.v1.FetchRequest.timeouts:type_name -> fetchd.v1.Timeouts
 	3,  // 2: fetchd.v1.FetchRequest.retry:type_name -> fetchd.v1.RetryPolicy
-	7,  // 3: fetchd.v1.Timeouts.connect:type_name -> google.protobuf.Duration
-	7,  // 4: fetchd.v1.Timeouts.read:type_name -> google.protobuf.Duration
-	7,  // 5: fetchd.v1.Timeouts.attempt:type_name -> google.protobuf.Duration
-	7,  // 6: fetchd.v1.Timeouts.total:type_name -> google.protobuf.Duration
-	7,  // 7: fetchd.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	7,  // 8: fetchd.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	8,  // 3: fetchd.v1.Timeouts.connect:type_name -> google.protobuf.Duration
+	8,  // 4: fetchd.v1.Timeouts.read:type_name -> google.protobuf.Duration
+	8,  // 5: fetchd.v1.Timeouts.attempt:type_name -> google.protobuf.Duration
+	8,  // 6: fetchd.v1.Timeouts.total:type_name -> google.protobuf.Duration
+	8,  // 7: fetchd.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	8,  // 8: fetchd.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	1,  // 9: fetchd.v1.FetchResponse.headers:type_name -> fetchd.v1.Header
-	5,  // 10: fetchd.v1.FetchResponse.attempts:type_name -> fetchd.v1.Attempt
-	7,  // 11: fetchd.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	7,  // 12: fetchd.v1.Attempt.backoff:type_name -> google.protobuf.Duration
-	5,  // 13: fetchd.v1.FetchFailure.attempts:type_name -> fetchd.v1.Attempt
-	0,  // 14: fetchd.v1.FetchService.Fetch:input_type -> fetchd.v1.FetchRequest
-	4,  // 15: fetchd.v1.FetchService.Fetch:output_type -> fetchd.v1.FetchResponse
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	6,  // 10: fetchd.v1.FetchResponse.attempts:type_name -> fetchd.v1.Attempt
+	5,  // 11: fetchd.v1.FetchResponse.policy:type_name -> fetchd.v1.AppliedPolicy
+	2,  // 12: fetchd.v1.AppliedPolicy.timeouts:type_name -> fetchd.v1.Timeouts
+	3,  // 13: fetchd.v1.AppliedPolicy.retry:type_name -> fetchd.v1.RetryPolicy
+	8,  // 14: fetchd.v1.AppliedPolicy.max_retry_after:type_name -> google.protobuf.Duration
+	8,  // 15: fetchd.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	8,  // 16: fetchd.v1.Attempt.backoff:type_name -> google.protobuf.Duration
+	6,  // 17: fetchd.v1.FetchFailure.attempts:type_name -> fetchd.v1.Attempt
+	5,  // 18: fetchd.v1.FetchFailure.policy:type_name -> fetchd.v1.AppliedPolicy
+	0,  // 19: fetchd.v1.FetchService.Fetch:input_type -> fetchd.v1.FetchRequest
+	4,  // 20: fetchd.v1.FetchService.Fetch:output_type -> fetchd.v1.FetchResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_fetchd_v1_fetchd_proto_init() }
@@ -681,7 +859,7 @@ func file_fetchd_v1_fetchd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fetchd_v1_fetchd_proto_rawDesc), len(file_fetchd_v1_fetchd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
