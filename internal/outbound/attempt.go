@@ -33,8 +33,9 @@ type exchange struct {
 	release    func()          // ends the attempt's contexts and timer
 	watch      *watchdog
 
-	resp *http.Response // headers arrived; body still unread
-	err  error
+	resp   *http.Response // headers arrived; body still unread
+	err    error
+	permit permit // the breaker's permit for this attempt; settled once
 
 	mu       sync.Mutex
 	repeated []span    // sends that failed and were repeated by net/http
@@ -48,7 +49,8 @@ type span struct{ start, end time.Time }
 // send runs the request once through net/http and returns when response
 // headers arrive or the attempt fails.
 func (r *run) send(number int, wait time.Duration, reason string) *exchange {
-	x := &exchange{r: r, number: number, wait: wait, reason: reason, start: r.c.now()}
+	x := &exchange{r: r, number: number, wait: wait, reason: reason, start: r.c.now(), permit: r.permit}
+	r.permit = permit{}
 	x.tryStart = x.start
 
 	var cancelAttempt context.CancelFunc

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // BenchmarkDo compares a pooled net/http client with Client.Do for a small
-// GET to a local upstream, serially and in parallel:
+// GET to a local upstream, serially and in parallel, without and with the
+// default per-target protection (retry budget, breaker, shared hold):
 //
 //	go test -run '^$' -bench BenchmarkDo -benchmem ./internal/outbound/
 func BenchmarkDo(b *testing.B) {
@@ -51,11 +53,22 @@ func BenchmarkDo(b *testing.B) {
 		_, err := c.Do(context.Background(), req)
 		return err
 	}
+	// The same with fetchd's default target protection: budget, breaker and
+	// shared Retry-After all on.
+	protected := &Request{Method: "GET", URL: u, Policy: benchPolicy()}
+	protected.Policy.Budget = Budget{Ratio: 0.2, MinPerSecond: 10, Window: 10 * time.Second}
+	protected.Policy.Breaker = Breaker{ConsecutiveFailures: 5, FailureRatio: 0.5, MinRequests: 20,
+		Window: 30 * time.Second, OpenFor: 30 * time.Second, HalfOpenProbes: 1}
+	protected.Policy.ShareRetryAfter = true
+	protectedGet := func() error {
+		_, err := c.Do(context.Background(), protected)
+		return err
+	}
 
 	for _, bc := range []struct {
 		name string
 		get  func() error
-	}{{"direct", directGet}, {"outbound", outboundGet}} {
+	}{{"direct", directGet}, {"outbound", outboundGet}, {"outbound-protected", protectedGet}} {
 		b.Run(bc.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

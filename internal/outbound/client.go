@@ -92,11 +92,18 @@ func (c *Client) Close() { c.pool.closeIdle() }
 
 // Do sends req and returns the final upstream answer, retrying as the policy
 // allows. Any status is an answer: a 404, or a 503 once retries are spent,
-// comes back as a *Response with a nil error.
+// comes back as a *Response with a nil error; its Stopped says why a
+// retryable answer was not retried.
+//
+// Before every attempt the target's circuit breaker must let it through and
+// the target's shared Retry-After hold (ShareRetryAfter) is waited out; every
+// retry must moreover be granted by the target's retry budget. See the
+// package documentation.
 //
 // Errors:
 //   - *ExhaustedError: no answer (connection failures, timeouts, the caller's
-//     cancel or deadline, the total timeout, a guard refusal); see its
+//     cancel or deadline, the total timeout, a guard refusal, an open
+//     circuit breaker, a hold longer than the time left); see its
 //     documentation for how to tell these apart;
 //   - *BodyTooLargeError (errors.Is ErrBodyTooLarge): the body is over
 //     Policy.MaxResponseBytes.
@@ -121,8 +128,15 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if ae := c.checkLiteral(r.ctx, req.URL); ae != nil {
 		return nil, &ExhaustedError{Err: ae}
 	}
-	r.target = c.pool.get(req.URL)
+	maxConns := r.p.MaxConns
+	if maxConns <= 0 {
+		maxConns = c.maxConnsPerHost
+	}
+	r.target = c.pool.get(req.URL, maxConns)
 	defer r.target.done()
+	r.budget = r.target.prot.budgetFor(r.p.Budget, c.now)
+	r.breaker = r.target.prot.breakerFor(r.p.Breaker, c.now)
+	defer r.permit.cancel() // a permit taken for an attempt never sent
 	r.header = requestHeader(req.Header)
 	return r.loop()
 }
@@ -147,33 +161,42 @@ func (c *Client) checkLiteral(ctx context.Context, u *url.URL) *attemptError {
 
 // run is the state of one Do.
 type run struct {
-	c      *Client
-	req    *Request
-	p      Policy
-	method string
-	caller context.Context // the caller's context
-	ctx    context.Context // the caller's context bounded by TotalTimeout
-	target *target
-	header http.Header
+	c       *Client
+	req     *Request
+	p       Policy
+	method  string
+	caller  context.Context // the caller's context
+	ctx     context.Context // the caller's context bounded by TotalTimeout
+	target  *target
+	header  http.Header
+	budget  *budget  // nil: retries unbounded
+	breaker *breaker // nil: never refuses
+	permit  permit   // the breaker's permit for the next attempt, until it is sent
 
 	log  []Attempt
 	sent bool
 }
 
 // loop runs attempts until one gives a final answer, a failure is final, the
-// attempts are spent, or the next wait would outlive the deadline.
+// attempts are spent, the next wait would outlive the deadline, or the
+// target's breaker or budget refuses the next attempt.
 func (r *run) loop() (*Response, error) {
-	var (
-		wait   time.Duration
-		reason string
-	)
+	wait, reason, ex := r.first()
+	if ex != nil {
+		return nil, ex
+	}
 	for n := 1; ; n++ {
 		x := r.send(len(r.log)+1, wait, reason)
+		var stop string // why a retryable answer is not retried
 		if x.err == nil {
 			status := x.resp.StatusCode
-			if n < r.p.MaxAttempts && retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn, false) {
-				w, why := delay(r.p, n, status, x.resp.Header, r.c.now(), r.c.jitter)
-				if r.fits(w, r.floor(x)) {
+			r.share(x)
+			switch {
+			case retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn, false):
+				x.permit.settle(verdict(status, ""), r.c.now()) // before the breaker is asked again
+				var w time.Duration
+				var why string
+				if w, why, stop = r.retry(n, status, x.resp.Header, r.floor(x)); stop == "" {
 					x.discard()
 					r.record(x, status, "", "")
 					x.release()
@@ -183,13 +206,14 @@ func (r *run) loop() (*Response, error) {
 					wait, reason = w, why
 					continue
 				}
-				// The retry would run into the deadline: this answer is final.
+			case retryable(r.method, true, status, "", r.p.RetryOn, false):
+				stop = StopUnsafe
 			}
 			body, err := x.readBody(r.p.MaxResponseBytes)
 			if err == nil {
 				r.record(x, status, "", "")
 				x.release()
-				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log}, nil
+				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log, Stopped: stop}, nil
 			}
 			if errors.Is(err, ErrBodyTooLarge) {
 				r.record(x, status, ClassBodyTooLarge, fmt.Sprintf("response body over %d bytes", r.p.MaxResponseBytes))
@@ -209,23 +233,147 @@ func (r *run) loop() (*Response, error) {
 		ae := x.failure()
 		sent := r.record(x, status, ae.class, ae.detail)
 		x.release()
-		if n >= r.p.MaxAttempts || !retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn, !sent) {
-			return nil, r.exhausted(ae)
+		if stop != "" {
+			// The answer was not to be retried, then its body broke off: the
+			// decision stands.
+			return nil, r.exhausted(ae, stop)
 		}
-		w, why := delay(r.p, n, status, header, r.c.now(), r.c.jitter)
-		if !r.fits(w, 0) {
-			return nil, r.exhausted(ae)
+		switch {
+		case retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn, !sent):
+			var w time.Duration
+			var why string
+			if w, why, stop = r.retry(n, status, header, 0); stop == "" {
+				if err := r.c.sleep(r.ctx, w); err != nil {
+					return nil, r.interrupted(err)
+				}
+				wait, reason = w, why
+				continue
+			}
+		case retryable(r.method, true, status, ae.class, r.p.RetryOn, !sent):
+			stop = StopUnsafe
 		}
-		if err := r.c.sleep(r.ctx, w); err != nil {
-			return nil, r.interrupted(err)
-		}
-		wait, reason = w, why
+		return nil, r.exhausted(ae, stop)
 	}
 }
 
-// record appends the exchange's entries to the attempt log and reports
+// first admits the first attempt: the target's breaker must let it
+// through, and a shared hold on the target is waited out if it ends in time,
+// with at least min(AttemptTimeout, ConnectTimeout) left after it. It
+// returns the wait before the first attempt and its reason, or why the
+// attempt was refused. The request is counted in the budget once admitted.
+func (r *run) first() (time.Duration, string, *ExhaustedError) {
+	now := r.c.now()
+	if why, ok := r.admit(now); !ok {
+		return 0, "", r.refused(ClassBreakerOpen, why, StopBreaker)
+	}
+	var (
+		wait   time.Duration
+		reason string
+	)
+	if h := r.held(now); h > 0 {
+		floor := max(r.p.ConnectTimeout, 0)
+		if r.p.AttemptTimeout > 0 {
+			floor = min(floor, r.p.AttemptTimeout)
+		}
+		if !r.fits(h, floor) {
+			r.permit.cancel()
+			return 0, "", r.refused(ClassTargetHold, r.holdDetail(h, floor), StopDeadline)
+		}
+		if err := r.c.sleep(r.ctx, h); err != nil {
+			return 0, "", r.interrupted(err)
+		}
+		wait, reason = h, ReasonTargetHold
+	}
+	if r.budget != nil {
+		r.budget.request(r.c.now())
+	}
+	return wait, reason, nil
+}
+
+// retry decides whether attempt n, whose outcome is retryable, is retried.
+// It returns the wait before the retry and its reason, or, when the retry is
+// not made, why (a Stop... constant). floor is the time that must be left
+// after the wait (see floor). Everything is decided before the wait: the
+// target's hold as it stands now lengthens the wait, the breaker's permit is
+// taken now, and the budget counts the retry now.
+func (r *run) retry(n, status int, h http.Header, floor time.Duration) (time.Duration, string, string) {
+	if n >= r.p.MaxAttempts {
+		return 0, "", StopMaxAttempts
+	}
+	now := r.c.now()
+	w, why := delay(r.p, n, status, h, now, r.c.jitter)
+	if held := r.held(now); held > w {
+		w, why = held, ReasonTargetHold
+	}
+	if !r.fits(w, floor) {
+		return 0, "", StopDeadline
+	}
+	if _, ok := r.admit(now); !ok {
+		return 0, "", StopBreaker
+	}
+	if r.budget != nil && !r.budget.retry(now) {
+		r.permit.cancel()
+		return 0, "", StopBudget
+	}
+	return w, why, ""
+}
+
+// admit asks the target's breaker for a permit for the next attempt and
+// keeps it in r.permit. Refused, it says why.
+func (r *run) admit(now time.Time) (string, bool) {
+	if r.breaker == nil {
+		return "", true
+	}
+	p, why := r.breaker.acquire(now)
+	if why != "" {
+		return why, false
+	}
+	r.permit = p
+	return "", true
+}
+
+// held returns how long the target's shared hold still lasts, 0 when the
+// policy does not share Retry-After.
+func (r *run) held(now time.Time) time.Duration {
+	if !r.p.ShareRetryAfter {
+		return 0
+	}
+	return r.target.prot.hold.left(now)
+}
+
+// share extends the target's hold by the Retry-After of x's answer, when the
+// policy shares it.
+func (r *run) share(x *exchange) {
+	if !r.p.ShareRetryAfter {
+		return
+	}
+	now := r.c.now()
+	r.target.prot.hold.extend(now, heldFor(x.resp.StatusCode, x.resp.Header, now, r.p.MaxRetryAfter))
+}
+
+// holdDetail explains a hold of h that does not end in time.
+func (r *run) holdDetail(h, floor time.Duration) string {
+	deadline, _ := r.ctx.Deadline()
+	left := max(deadline.Sub(r.c.now()), 0)
+	msg := fmt.Sprintf("%s asked callers to wait %s more (Retry-After); ", r.target.key, human(h))
+	if h >= left {
+		return msg + fmt.Sprintf("only %s of the deadline is left", human(left))
+	}
+	return msg + fmt.Sprintf("%s of the deadline is left, and an attempt after the wait needs %s", human(left), human(floor))
+}
+
+// refused records an attempt that the target's protection refused before
+// anything was sent, and returns the error that ends the run.
+func (r *run) refused(class, detail, stop string) *ExhaustedError {
+	r.log = append(r.log, Attempt{Number: len(r.log) + 1, Error: class, Detail: detail})
+	return r.exhausted(&attemptError{class: class, detail: detail}, stop)
+}
+
+// record appends the exchange's entries to the attempt log, tells the
+// breaker how the attempt went (unless it was told already), and reports
 // whether the exchange may have reached the upstream.
 func (r *run) record(x *exchange, status int, class, detail string) bool {
+	x.permit.settle(verdict(status, class), r.c.now())
 	recs, sent := x.records(status, class, detail)
 	r.log = append(r.log, recs...)
 	r.sent = r.sent || sent
@@ -257,17 +405,19 @@ func (r *run) floor(x *exchange) time.Duration {
 	return f
 }
 
-func (r *run) exhausted(ae *attemptError) *ExhaustedError {
-	return &ExhaustedError{Attempts: r.log, Err: ae, Sent: r.sent}
+// exhausted reports a run that ends without an answer; stop says why its
+// last failure was not retried ("" when it was not retryable).
+func (r *run) exhausted(ae *attemptError, stop string) *ExhaustedError {
+	return &ExhaustedError{Attempts: r.log, Err: ae, Sent: r.sent, Stopped: stop}
 }
 
-// interrupted reports a backoff wait that ended early.
+// interrupted reports a wait that ended early.
 func (r *run) interrupted(err error) *ExhaustedError {
 	ae := r.contextFailure()
 	if ae == nil {
 		ae = &attemptError{class: ClassOther, detail: "backoff wait failed: " + err.Error(), cause: err}
 	}
-	return r.exhausted(ae)
+	return r.exhausted(ae, "")
 }
 
 // contextFailure reports the caller's cancel or deadline, or the total

@@ -34,6 +34,30 @@
 //     "reset". Such sends are not counted against MaxAttempts (they cannot be
 //     prevented without giving up connection reuse), but they are visible,
 //     and they make [ExhaustedError].Sent true.
+//   - Every target (scheme, host, port) is protected as a whole, for every
+//     call to it: a retry budget (Policy.Budget) grants each retry before
+//     its wait, or the run ends with the outcome in hand; a circuit breaker
+//     (Policy.Breaker) lets each attempt through, first attempts and retries
+//     alike, or refuses it before anything is sent; a shared hold
+//     (Policy.ShareRetryAfter) set by a 429 or 503 with Retry-After makes
+//     every attempt to the target wait until it ends, or not be made when it
+//     would outlive the deadline. A refused first attempt is logged as one
+//     Attempt (class "breaker_open" or "target_hold") and the run ends with
+//     an *ExhaustedError whose Sent is false; a refused retry ends the run
+//     with the previous outcome. Every retryable outcome that is not retried
+//     says why in Stopped. Everything about a retry (budget, breaker permit,
+//     hold) is decided before its wait, never after it.
+//   - That protection state lives with the target's place in the pool and
+//     is forgotten when the target is evicted as least recently used. Each
+//     Do reads its settings from its own Policy; settings that differ from
+//     those the target's budget or breaker was built with (a policy reload)
+//     replace that piece with a fresh one, and a MaxConns that differs from
+//     the one its transport was built with replaces the transport (the old
+//     one closes its connections as its requests finish). All of it reads
+//     the Client's clock (WithNow), never the wall clock directly, and is
+//     safe for concurrent use: the pool's mutex is held only to find (or
+//     build) the target's entry; the budget and the breaker each have a
+//     mutex of their own, the hold is lock-free.
 //   - Time: TotalTimeout and the caller's deadline bound everything, backoff
 //     included; each attempt gets min(AttemptTimeout, time left); the connect
 //     timeout bounds dial and TLS handshake; the read timeout is the longest
@@ -44,7 +68,9 @@
 //     max(ConnectTimeout, the answered attempt's duration)) left: the
 //     upstream is likely as slow again, and a new connection may be needed.
 //     With less, Do returns the answer at once rather than start an attempt
-//     the deadline would most likely cut off. A cancelled caller context
+//     the deadline would most likely cut off. A first attempt held by the
+//     target's shared hold must likewise have min(AttemptTimeout,
+//     ConnectTimeout) left after the wait. A cancelled caller context
 //     cancels the upstream request at once.
 //   - Bodies: the request body is sent intact on every attempt. A response
 //     to HEAD, and a 1xx, 204 or 304, has an empty body whatever its
@@ -63,13 +89,16 @@
 // it does not interrupt requests in flight.
 //
 // Concurrency: a [Client] is safe for concurrent use; one Client should serve
-// the whole process so that connections are pooled. Pools are per (scheme,
-// host, port) and bounded in number (least recently used evicted, its idle
-// connections closed) and in connections per host.
+// the whole process so that connections are pooled and targets protected as
+// a whole. Pools are per (scheme, host, port) and bounded in number (least
+// recently used evicted, its idle connections closed, its protection state
+// forgotten) and in connections per host (Policy.MaxConns, or
+// WithMaxConnsPerHost).
 //
 // Errors: [ExhaustedError] and [BodyTooLargeError] carry the attempt log.
 // Ask, in this order: errors.Is(err, egress.ErrDenied), errors.Is(err,
 // ErrBodyTooLarge), errors.Is(err, context.Canceled), errors.Is(err,
 // context.DeadlineExceeded); anything else is an *ExhaustedError whose
-// attempts found no answer.
+// attempts found no answer or that the target's protection did not send
+// (its Stopped and last Attempt say which).
 package outbound

@@ -37,7 +37,9 @@ var (
 //   - context.Canceled: the caller cancelled.
 //   - context.DeadlineExceeded: TotalTimeout or the caller's deadline ran
 //     out (DEADLINE_EXCEEDED).
-//   - otherwise: attempts ran out without an answer (UNAVAILABLE).
+//   - otherwise: attempts ran out without an answer, or the target's
+//     protection refused to send (an open breaker, a shared Retry-After
+//     hold longer than the time left): UNAVAILABLE.
 //
 // Err never wraps a context error because of a per-attempt timeout, so an
 // attempt timeout or read timeout alone never reads as DEADLINE_EXCEEDED.
@@ -48,11 +50,16 @@ type ExhaustedError struct {
 	// connection was handed to it, a status arrived, or the transport re-sent
 	// it. It is false only when no attempt ever had a connection: a guard
 	// refusal, a DNS failure, a refused or timed-out connect, a failed TLS
-	// handshake, or a wait for a connection (MaxConnsPerHost) or a dial that
-	// the attempt timeout, the total timeout or the caller ended.
+	// handshake, a wait for a connection (MaxConnsPerHost) or a dial that
+	// the attempt timeout, the total timeout or the caller ended, or a first
+	// attempt refused by the target's open breaker or shared hold.
 	Sent bool
 	// Stopped says why the last failure was not retried (a Stop... constant),
-	// "" when it was not retryable at all.
+	// "" when it was not retryable at all. A first attempt refused by the
+	// target's breaker gives "breaker_open" (the attempt's class is
+	// "breaker_open"); one refused because the target's shared hold outlives
+	// the deadline gives "deadline" (class "target_hold"). Neither wraps a
+	// context error: the deadline has not passed.
 	Stopped string
 }
 

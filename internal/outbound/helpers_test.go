@@ -197,3 +197,65 @@ func within[T any](t *testing.T, ch <-chan T, what string) {
 func parseURL(raw string) (*url.URL, error) { return egress.ParseURL(raw) }
 
 func benchPolicy() Policy { return policy() }
+
+// fakeClock is a clock that stands still until advanced. It starts at the
+// real time, so that contexts' deadlines (which use the real clock) agree
+// with it as long as the test does not advance it past them.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Now()} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// counting answers request i (from 1) with answer(i) and counts requests.
+type counting struct {
+	*httptest.Server
+	n atomic.Int64
+}
+
+func newCounting(t *testing.T, answer func(i int64) int) *counting {
+	t.Helper()
+	c := &counting{}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status(answer(c.n.Add(1)))(w, r)
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+// always answers every request with code.
+func always(code int) func(int64) int { return func(int64) int { return code } }
+
+// stops lists how many calls ended with each Stopped value.
+type stops struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (s *stops) add(stop string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.by == nil {
+		s.by = map[string]int{}
+	}
+	s.by[stop]++
+}
+
+func (s *stops) get(stop string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.by[stop]
+}

@@ -9,8 +9,9 @@ import (
 // Option configures a Client.
 type Option func(*Client)
 
-// WithNow sets the clock used for attempt durations, Retry-After dates and
-// the check that a wait still fits before the deadline. Default time.Now. The
+// WithNow sets the clock used for attempt durations, Retry-After dates, the
+// check that a wait still fits before the deadline, and the targets' retry
+// budgets, circuit breakers and shared holds. Default time.Now. The
 // deadline itself comes from the context, so the clock must agree with the
 // one contexts use (time.Now, or the fake one inside testing/synctest).
 func WithNow(now func() time.Time) Option {
@@ -31,14 +32,15 @@ func WithJitter(jitter func(limit time.Duration) time.Duration) Option {
 }
 
 // WithMaxTargets bounds how many (scheme, host, port) pools are kept; the
-// least recently used is evicted and its idle connections closed. Default
-// 1024.
+// least recently used is evicted and its idle connections closed, and its
+// retry budget, circuit breaker and shared hold are forgotten. Default 1024.
 func WithMaxTargets(n int) Option {
 	return func(c *Client) { c.maxTargets = n }
 }
 
-// WithMaxConnsPerHost bounds the connections, idle or busy, to one target.
-// Requests over the bound wait for a connection. Default 64.
+// WithMaxConnsPerHost bounds the connections, idle or busy, to one target
+// whose Policy.MaxConns is zero or less. Requests over the bound wait for a
+// connection. Default 64.
 func WithMaxConnsPerHost(n int) Option {
 	return func(c *Client) { c.maxConnsPerHost = n }
 }

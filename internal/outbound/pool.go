@@ -13,11 +13,17 @@ import (
 	"time"
 )
 
-// target is the pooled transport of one (scheme, host, port).
+// target is one transport of a (scheme, host, port), and the protection
+// state of that (scheme, host, port). A Do holds on to the target it got
+// from the pool until it ends.
 type target struct {
 	key       string
 	transport *http.Transport
-	evicted   atomic.Bool
+	maxConns  int         // the transport's MaxConnsPerHost
+	prot      *protection // shared by every transport of the key
+	// evicted is set when the target left the pool: least recently used, or
+	// replaced by a transport with another MaxConns.
+	evicted atomic.Bool
 }
 
 // done is called when a Do that used t ends: connections it returned to an
@@ -34,10 +40,10 @@ type pool struct {
 	max   int
 	lru   *list.List // of *target, most recently used at the front
 	byKey map[string]*list.Element
-	build func(scheme string) *http.Transport
+	build func(scheme string, maxConns int) *http.Transport
 }
 
-func newPool(maxTargets int, build func(scheme string) *http.Transport) *pool {
+func newPool(maxTargets int, build func(scheme string, maxConns int) *http.Transport) *pool {
 	return &pool{max: maxTargets, lru: list.New(), byKey: make(map[string]*list.Element), build: build}
 }
 
@@ -54,18 +60,32 @@ func targetKey(u *url.URL) string {
 	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
-// get returns the target of u, creating it and evicting the least recently
-// used one if the pool is full. An evicted transport's idle connections are
-// closed at once; requests still running on it finish normally.
-func (p *pool) get(u *url.URL) *target {
+// get returns the target of u with a transport of maxConns connections,
+// creating it and evicting the least recently used one if the pool is full.
+// A target whose transport was built with another maxConns is replaced by
+// one with a new transport and the same protection state. An evicted or
+// replaced transport's idle connections are closed at once; requests still
+// running on it finish normally, and each closes the idle connections again
+// as it ends (target.done).
+func (p *pool) get(u *url.URL, maxConns int) *target {
 	key := targetKey(u)
 	p.mu.Lock()
-	if e, ok := p.byKey[key]; ok {
+	e, ok := p.byKey[key]
+	if ok {
 		p.lru.MoveToFront(e)
+		t := e.Value.(*target)
+		if t.maxConns == maxConns {
+			p.mu.Unlock()
+			return t
+		}
+		nt := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, prot: t.prot}
+		e.Value = nt
+		t.evicted.Store(true)
 		p.mu.Unlock()
-		return e.Value.(*target)
+		t.transport.CloseIdleConnections()
+		return nt
 	}
-	t := &target{key: key, transport: p.build(u.Scheme)}
+	t := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, prot: &protection{key: key}}
 	p.byKey[key] = p.lru.PushFront(t)
 	var evicted []*target
 	for p.lru.Len() > p.max {
@@ -106,17 +126,17 @@ func (p *pool) keys() []string {
 	return out
 }
 
-// newTransport builds the transport of one target. Every connection goes
-// through the egress guard's dialer; no proxy is ever taken from the
-// environment; TLS is set up by dialTLS so that the per-request connect
-// timeout bounds the handshake too.
-func (c *Client) newTransport(scheme string) *http.Transport {
+// newTransport builds the transport of one target, with at most maxConns
+// connections. Every connection goes through the egress guard's dialer; no
+// proxy is ever taken from the environment; TLS is set up by dialTLS so that
+// the per-request connect timeout bounds the handshake too.
+func (c *Client) newTransport(scheme string, maxConns int) *http.Transport {
 	tr := &http.Transport{
 		Proxy:                  nil,
 		DialContext:            c.dial,
-		MaxConnsPerHost:        c.maxConnsPerHost,
-		MaxIdleConns:           c.maxConnsPerHost,
-		MaxIdleConnsPerHost:    c.maxConnsPerHost,
+		MaxConnsPerHost:        maxConns,
+		MaxIdleConns:           maxConns,
+		MaxIdleConnsPerHost:    maxConns,
 		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
 		DisableCompression:     true, // bodies pass through as the upstream sent them

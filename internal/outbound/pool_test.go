@@ -31,13 +31,13 @@ func TestTargetKey(t *testing.T) {
 func TestPoolEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
 	built := map[string]int{}
-	p := newPool(2, func(scheme string) *http.Transport {
+	p := newPool(2, func(scheme string, _ int) *http.Transport {
 		built[scheme]++
 		return &http.Transport{}
 	})
 	get := func(raw string) *target {
 		u, _ := url.Parse(raw)
-		return p.get(u)
+		return p.get(u, 1)
 	}
 	a := get("http://a.example/")
 	b := get("http://b.example/")

@@ -45,51 +45,94 @@ type Policy struct {
 	// The fields below protect and pool the target (scheme, host, port) as a
 	// whole. They come from the target's rule and the organisation's
 	// protection settings, so every request to one target carries the same
-	// values until the policy is reloaded.
+	// values until the policy is reloaded. The state they govern lives with
+	// the target's place in the Client's pool: a target evicted as least
+	// recently used (WithMaxTargets) forgets its budget, breaker and hold.
 
 	// MaxConns bounds the connections to the target, idle or busy; zero or
 	// less means the Client's default (WithMaxConnsPerHost). A request that
-	// carries a different value than the target's pool was built with gets
-	// a new pool; the old one closes as its requests finish.
+	// carries a different value than the target's transport was built with
+	// gets a new transport (the budget, breaker and hold are kept); the old
+	// one's idle connections are closed at once, and its busy ones as their
+	// requests finish. Requests that alternate between two values would
+	// rebuild it each time.
 	MaxConns int
 	// MaxRedirects is how many redirect hops are followed; zero or less
 	// means none: a 3xx is an answer like any other.
 	MaxRedirects int
-	// Budget bounds the target's retries; the zero Budget bounds nothing.
+	// Budget bounds the target's retries; the zero Budget bounds nothing. A
+	// request that carries different Budget settings than the target's
+	// budget was built with (a policy reload) replaces it with a fresh one:
+	// the counts start from zero.
 	Budget Budget
 	// Breaker is the target's circuit breaker; the zero Breaker never opens.
+	// A request that carries different Breaker settings than the target's
+	// breaker was built with (a policy reload) replaces it with a fresh,
+	// closed one.
 	Breaker Breaker
 	// ShareRetryAfter makes a Retry-After on a 429 or 503 from the target
 	// hold every call to it until the time named (capped by MaxRetryAfter),
-	// not only the call that received it.
+	// not only the call that received it. Every attempt of a request that
+	// carries it, first attempts included, waits out the hold in force when
+	// its wait begins (recorded as the attempt's Backoff, reason
+	// "target_hold", when the hold is longer than its own wait), or is not
+	// made when the hold would outlive the deadline. The hold is set and
+	// obeyed whatever IgnoreRetryAfter says: that is the caller's ask for
+	// its own waits, and does not speak for the target's other callers.
 	ShareRetryAfter bool
 }
 
 // Budget is a per-target retry budget (the Finagle, Envoy and Linkerd
-// model): retries may be at most Ratio of the requests counted over Window,
-// plus at most MinPerSecond further retries in any one second. Against an
-// upstream that fails everything, traffic is about (1 + Ratio) times the
-// requests, not MaxAttempts times.
+// model). Every Do counts one request when its first attempt is made; every
+// retry the attempt loop makes counts one retry when it is granted, before
+// its wait (the sends net/http repeats on its own are not retries). Both are
+// counted over a sliding Window, in tenths of it. A retry is granted while
+// the retries counted are fewer than Ratio times the requests counted, or
+// else while the retries this floor granted in the current second (whole
+// seconds of the Client's clock since the budget was built) are fewer than
+// MinPerSecond. The floor is a rate, not a reserve: it grants at most
+// ceil(MinPerSecond) retries in any one such second, never a burst saved up
+// over the window. Against an upstream
+// that fails everything, traffic is about (1 + Ratio) times the requests,
+// plus the floor, not MaxAttempts times. A refused retry ends the run with
+// the outcome in hand (Stopped "retry_budget").
 type Budget struct {
-	Ratio        float64       // e.g. 0.2; in [0, 1]
-	MinPerSecond float64       // e.g. 10; >= 0
+	Ratio        float64       // e.g. 0.2; in [0, 1]; NaN or less than 0 is read as 0
+	MinPerSecond float64       // e.g. 10; >= 0; NaN or less than 0 is read as 0
 	Window       time.Duration // e.g. 10s; zero or less disables the budget
 }
 
 // Enabled reports whether the budget bounds anything.
 func (b Budget) Enabled() bool { return b.Window > 0 }
 
-// Breaker is a per-target circuit breaker. It opens after
-// ConsecutiveFailures failed attempts in a row, or when failed attempts
-// reach FailureRatio of at least MinRequests attempts over Window. While
-// open, attempts to the target fail at once (class "breaker_open"); after
-// OpenFor it lets HalfOpenProbes attempts through, and closes on a success.
+// Breaker is a per-target circuit breaker. It counts the outcome of every
+// attempt it lets through. A failure is a status of 500, 502, 503 or 504, or
+// an attempt that failed for a reason that is about the upstream
+// (connect_refused, connect_timeout, dns, tls, reset, read_timeout,
+// attempt_timeout, protocol), even after a status arrived (the body broke
+// off). An attempt ended by the caller, the deadline, the egress guard or
+// the body limit, or by an unknown error ("other"), counts neither way. Any
+// other status is a success.
+//
+// Closed, it opens after ConsecutiveFailures failures in a row, or when the
+// failures over Window reach FailureRatio of the attempts, once there are at
+// least MinRequests attempts. While open, attempts to the target, first
+// attempts and retries, are refused without anything being sent (class
+// "breaker_open", Stopped "breaker_open"). After OpenFor it is half-open: it
+// lets HalfOpenProbes attempts through at a time and refuses the others; a
+// probe's success closes it with every count reset, a probe's failure opens
+// it again for OpenFor. A refused attempt never counts. Only outcomes of
+// attempts let through since the last change of state count, so an attempt
+// that started before the breaker opened cannot close it. A retry's permit
+// is taken when the retry is decided, before its wait: a breaker that opens
+// during that wait does not stop it, and a half-open probe place is held
+// through it.
 type Breaker struct {
 	ConsecutiveFailures int           // zero or less: not used
-	FailureRatio        float64       // in (0, 1]; zero or less: not used
-	MinRequests         int           // attempts needed in Window before the ratio counts
-	Window              time.Duration // sliding window of the ratio
-	OpenFor             time.Duration // how long it stays open before probing
+	FailureRatio        float64       // in (0, 1]; zero, less or NaN: not used
+	MinRequests         int           // attempts needed in Window before the ratio counts; < 1 is read as 1
+	Window              time.Duration // sliding window of the ratio; zero or less: the ratio is not used
+	OpenFor             time.Duration // how long it stays open before probing; zero or less: probe at once
 	HalfOpenProbes      int           // attempts let through at once while half-open; < 1 is read as 1
 }
 
@@ -109,6 +152,8 @@ func (p Policy) normalized() Policy {
 	if p.MaxResponseBytes == math.MaxInt64 {
 		p.MaxResponseBytes-- // the body is read up to limit+1
 	}
+	p.Budget = p.Budget.normalized()
+	p.Breaker = p.Breaker.normalized()
 	return p
 }
 
@@ -143,8 +188,10 @@ type Attempt struct {
 	Detail   string
 	Duration time.Duration
 	// Backoff is the wait before this attempt; BackoffReason says why:
-	// "" (first attempt, or a send the transport repeated on its own),
-	// "backoff", "retry_after" or "retry_after_capped".
+	// "" (no wait: a first attempt, or a send the transport repeated on its
+	// own), "backoff", "retry_after", "retry_after_capped" or "target_hold"
+	// (the target's shared Retry-After, longer than the attempt's own wait;
+	// a first attempt may have it too).
 	Backoff       time.Duration
 	BackoffReason string
 	// URL is the redacted URL of a redirect hop; "" for the request's own URL.
@@ -159,7 +206,10 @@ type Response struct {
 	Body     []byte      // as the upstream sent it (no decompression)
 	Attempts []Attempt
 	// Stopped says why a retryable answer was not retried (one of the
-	// Stop... constants); "" when the answer was final by itself.
+	// Stop... constants): its attempts were spent, the target's budget or
+	// breaker refused the retry, the wait would outlive the deadline, or the
+	// method is unsafe and the request unkeyed. "" when the answer was final
+	// by itself (a 200, a 404, a status not in RetryOn).
 	Stopped string
 }
 
@@ -169,7 +219,7 @@ const (
 	StopMaxAttempts  = "max_attempts"  // MaxAttempts were spent
 	StopBudget       = "retry_budget"  // the target's retry budget refused the retry
 	StopBreaker      = "breaker_open"  // the target's circuit breaker is open
-	StopDeadline     = "deadline"      // the wait before the retry would outlive the deadline
+	StopDeadline     = "deadline"      // the wait before the retry (or the target's hold) would outlive the deadline or leave too little of it
 	StopUnsafe       = "unsafe_method" // an unkeyed POST/PATCH that may have been sent
 	StopMaxRedirects = "max_redirects" // the redirect hop limit was reached; the 3xx is the answer
 )
