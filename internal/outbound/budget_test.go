@@ -111,7 +111,8 @@ func TestBudgetNormalized(t *testing.T) {
 	var p protection
 	now := time.Now
 	cfg := Policy{Budget: Budget{Ratio: math.NaN(), Window: time.Second}}.normalized().Budget
-	if p.budgetFor(cfg, now) != p.budgetFor(cfg, now) {
+	first := p.budgetFor(cfg, now)
+	if second := p.budgetFor(cfg, now); first != second {
 		t.Fatal("the same budget config built new state")
 	}
 	if p.budgetFor(Budget{}, now) != nil {
