@@ -10,8 +10,10 @@ import (
 // DefaultName is the name of the policy used when a request names none.
 const DefaultName = "default"
 
-// Policy holds the organisation's values for one named policy: the defaults a
-// request gets when it asks for nothing, and the caps its asks are clamped to.
+// Policy holds the built-in values of one policy: the defaults a request
+// gets when it asks for nothing, the caps its asks are clamped to, and the
+// per-target protection every target gets. Default() is the source of every
+// built-in number; a policy file (see Load) overrides them key by key.
 type Policy struct {
 	Name string
 
@@ -38,8 +40,16 @@ type Policy struct {
 	RetryOn        []int
 	MaxRetryAfter  time.Duration
 
-	MaxRequestBytes  int64
-	MaxResponseBytes int64
+	MaxRequestBytes     int64
+	MaxResponseBytes    int64
+	MaxRequestBytesCap  int64 // org cap on MaxRequestBytes
+	MaxResponseBytesCap int64 // org cap on MaxResponseBytes
+
+	// Per-target settings: the pool size and the protection of a target.
+	MaxConns        int
+	Budget          outbound.Budget
+	Breaker         outbound.Breaker
+	ShareRetryAfter bool
 
 	// IdempotencyTTL is how long a completed keyed response is kept for replay.
 	IdempotencyTTL time.Duration
@@ -51,7 +61,11 @@ type Policy struct {
 // Default returns the default policy of DESIGN.md: 3 attempts (cap 5);
 // connect 3s, read 30s, attempt 10s, total 30s; backoff 100ms doubling to 10s
 // with full jitter; Retry-After honoured up to 60s; retry on 429, 500, 502,
-// 503, 504; response bodies capped below the gRPC default 4 MiB receive limit.
+// 503, 504; response bodies capped below the gRPC default 4 MiB receive
+// limit; per target a retry budget of 20% of requests plus 10 retries/s over
+// 10s, a breaker that opens after 5 consecutive failures or a failure ratio
+// of 0.5 over at least 20 attempts in 30s (open 30s, 1 half-open probe),
+// shared Retry-After, and 64 connections.
 func Default() Policy {
 	return Policy{
 		Name:              DefaultName,
@@ -75,9 +89,23 @@ func Default() Policy {
 		MaxRequestBytes:   4 << 20,
 		// 4 MiB is the default gRPC receive limit of callers; leave room for
 		// headers, the attempt log and framing so default clients work.
-		MaxResponseBytes: 4<<20 - 128<<10,
-		IdempotencyTTL:   24 * time.Hour,
-		InFlightWait:     2 * time.Second,
+		MaxResponseBytes:    4<<20 - 128<<10,
+		MaxRequestBytesCap:  MaxRequestBytesLimit,
+		MaxResponseBytesCap: MaxResponseBytesLimit,
+		// The same as outbound's WithMaxConnsPerHost default.
+		MaxConns: 64,
+		Budget:   outbound.Budget{Ratio: 0.2, MinPerSecond: 10, Window: 10 * time.Second},
+		Breaker: outbound.Breaker{
+			ConsecutiveFailures: 5,
+			FailureRatio:        0.5,
+			MinRequests:         20,
+			Window:              30 * time.Second,
+			OpenFor:             30 * time.Second,
+			HalfOpenProbes:      1,
+		},
+		ShareRetryAfter: true,
+		IdempotencyTTL:  24 * time.Hour,
+		InFlightWait:    2 * time.Second,
 	}
 }
 
@@ -97,7 +125,9 @@ type Ask struct {
 
 // Resolve returns the outbound policy for ask: unset fields take p's
 // defaults, asks above a cap are clamped to it. Validation of the ask's shape
-// (negative durations, statuses out of range) is the caller's job.
+// (negative durations, statuses out of range) is the caller's job. It is the
+// built-in policy only; Set.Resolve applies a policy file (and agrees with
+// this on DefaultSet, which a test checks).
 func (p Policy) Resolve(ask Ask) outbound.Policy {
 	initial := pick(ask.InitialBackoff, p.InitialBackoff, p.MaxBackoffCap)
 	maxBackoff := max(pick(ask.MaxBackoff, p.MaxBackoff, p.MaxBackoffCap), initial)
@@ -127,6 +157,10 @@ func (p Policy) Resolve(ask Ask) outbound.Policy {
 		IgnoreRetryAfter: ask.IgnoreRetryAfter,
 		MaxRetryAfter:    p.MaxRetryAfter,
 		MaxResponseBytes: p.MaxResponseBytes,
+		MaxConns:         p.MaxConns,
+		Budget:           p.Budget,
+		Breaker:          p.Breaker,
+		ShareRetryAfter:  p.ShareRetryAfter,
 	}
 }
 
