@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/outbound"
+	"github.com/fetchd/fetchd/internal/policy"
 )
 
 var (
@@ -66,6 +68,23 @@ func serveConn(t testing.TB, svc *Service) (fetchdv1.FetchServiceClient, *grpc.C
 		}
 	})
 	return fetchdv1.NewFetchServiceClient(conn), conn
+}
+
+// withPolicy returns an option that runs the service under the policy file
+// text yaml.
+func withPolicy(t testing.TB, yaml string) Option {
+	t.Helper()
+	set, err := policy.Load("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return WithPolicySet(set)
+}
+
+// inFlightWait returns an option setting the policy's in-flight wait.
+func inFlightWait(t testing.TB, d time.Duration) Option {
+	t.Helper()
+	return withPolicy(t, fmt.Sprintf("version: 1\nidempotency: {in_flight_wait: %s}\n", d))
 }
 
 // newClient returns an outbound client whose guard lets loopback through.

@@ -13,7 +13,6 @@ import (
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/outbound"
-	"github.com/fetchd/fetchd/internal/policy"
 )
 
 const (
@@ -32,15 +31,14 @@ const (
 
 // fetchKeyed runs the idempotency flow of DESIGN.md for a request that
 // carries a key.
-func (s *Service) fetchKeyed(ctx context.Context, c *call, oreq *outbound.Request, pol policy.Policy) (*fetchdv1.FetchResponse, error) {
-	key := idempotency.Key{Scope: idempotency.AnonymousScope, ID: c.key}
+func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, oreq *outbound.Request, inFlightWait time.Duration) (*fetchdv1.FetchResponse, error) {
 	fp := fingerprint(c)
 	lease := oreq.Policy.TotalTimeout + leaseMargin
 
 	cl, err := s.store.Claim(ctx, key, fp, lease)
 	if err == nil && cl.Token == 0 && !cl.Entry.Completed && cl.Entry.Fingerprint == fp {
 		// A duplicate of a request in flight: wait briefly for its answer.
-		waitCtx, cancel := context.WithTimeout(ctx, pol.InFlightWait)
+		waitCtx, cancel := context.WithTimeout(ctx, inFlightWait)
 		cl, err = idempotency.ClaimWait(waitCtx, s.store, key, fp, lease, inFlightPoll)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {

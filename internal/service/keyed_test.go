@@ -249,9 +249,7 @@ func TestKeyedDuplicateInFlight(t *testing.T) {
 		<-release
 		w.Write([]byte("done"))
 	})
-	short := policy.Default()
-	short.InFlightWait = 30 * time.Millisecond
-	client := serve(t, newService(t, nil, WithPolicy(short)))
+	client := serve(t, newService(t, nil, inFlightWait(t, 30*time.Millisecond)))
 	key := uniqueKey(t)
 
 	firstErr := make(chan error, 1)
@@ -288,11 +286,9 @@ func TestKeyedDuplicateWaitsForFirst(t *testing.T) {
 		<-release
 		w.Write([]byte("done"))
 	})
-	patient := policy.Default()
-	patient.InFlightWait = time.Minute
 	store := &claimCounter{Store: idempotency.NewMemory(), claims: make(chan struct{}, 100)}
 	t.Cleanup(func() { store.Close() })
-	client := serve(t, New(newClient(t), store, WithLogger(discard), WithPolicy(patient)))
+	client := serve(t, New(newClient(t), store, WithLogger(discard), inFlightWait(t, time.Minute)))
 	key := uniqueKey(t)
 	go client.Fetch(t.Context(), keyedPost(up.URL, key, "b"))
 	<-arrived
@@ -413,9 +409,8 @@ func TestKeyedCallerGoneStillStores(t *testing.T) {
 		<-release
 		w.Write([]byte("stored"))
 	})
-	patient := policy.Default()
-	patient.InFlightWait = time.Minute // the retry waits for the detached send
-	client := serve(t, newService(t, nil, WithPolicy(patient)))
+	// The retry waits for the detached send.
+	client := serve(t, newService(t, nil, inFlightWait(t, time.Minute)))
 	key := uniqueKey(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
@@ -459,9 +454,7 @@ func TestKeyedOutcomeUnknownIsHeldUntilLeaseExpires(t *testing.T) {
 	clock := newFakeClock()
 	store := idempotency.NewMemory(idempotency.WithNow(clock.Now))
 	t.Cleanup(func() { store.Close() })
-	short := policy.Default()
-	short.InFlightWait = 10 * time.Millisecond
-	client := serve(t, New(newClient(t), store, WithLogger(discard), WithPolicy(short)))
+	client := serve(t, New(newClient(t), store, WithLogger(discard), inFlightWait(t, 10*time.Millisecond)))
 	key := uniqueKey(t)
 	req := keyedPost(up.URL, key, "x")
 	req.Retry = &fetchdv1.RetryPolicy{MaxAttempts: 1}
@@ -477,7 +470,7 @@ func TestKeyedOutcomeUnknownIsHeldUntilLeaseExpires(t *testing.T) {
 	mu.Lock()
 	healthy = true
 	mu.Unlock()
-	clock.Advance(short.TotalTimeout + leaseMargin + time.Second)
+	clock.Advance(policy.Default().TotalTimeout + leaseMargin + time.Second)
 	resp, err := client.Fetch(t.Context(), req)
 	if err != nil || resp.GetReplayed() || string(resp.GetBody()) != "ok" {
 		t.Fatalf("after the lease: resp=%v err=%v", resp, err)
@@ -577,17 +570,15 @@ func TestKeyedCrashedWorkerLeaseExpires(t *testing.T) {
 	clock := newFakeClock()
 	store := idempotency.NewMemory(idempotency.WithNow(clock.Now))
 	t.Cleanup(func() { store.Close() })
-	short := policy.Default()
-	short.InFlightWait = 10 * time.Millisecond
-	client := serve(t, New(newClient(t), store, WithLogger(discard), WithPolicy(short)))
+	client := serve(t, New(newClient(t), store, WithLogger(discard), inFlightWait(t, 10*time.Millisecond)))
 
 	key := uniqueKey(t)
 	req := keyedPost(up.URL, key, "x")
-	c, err := validate(req, short)
+	c, err := validate(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease := short.TotalTimeout + leaseMargin
+	lease := policy.Default().TotalTimeout + leaseMargin
 	crashed, err := store.Claim(t.Context(), idempotency.Key{Scope: idempotency.AnonymousScope, ID: key}, fingerprint(c), lease)
 	if err != nil || crashed.Token == 0 {
 		t.Fatalf("claim as the crashed worker: %v %v", crashed, err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,10 +14,12 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/policy"
 )
@@ -34,7 +37,7 @@ type Service struct {
 
 	client   fetcher
 	store    idempotency.Store
-	policies map[string]policy.Policy
+	policies atomic.Pointer[policy.Set]
 	logger   *slog.Logger
 	now      func() time.Time
 
@@ -51,10 +54,14 @@ type Service struct {
 // Option configures a Service.
 type Option func(*Service)
 
-// WithPolicy adds or replaces a named policy; the one named
-// policy.DefaultName is used when a request names none. Default: policy.Default().
-func WithPolicy(p policy.Policy) Option {
-	return func(s *Service) { s.policies[p.Name] = p }
+// WithPolicySet sets the policy the service starts with. Default:
+// policy.DefaultSet(), the embedded default.
+func WithPolicySet(set *policy.Set) Option {
+	return func(s *Service) {
+		if set != nil {
+			s.policies.Store(set)
+		}
+	}
 }
 
 // WithLogger sets the logger for the one line logged per Fetch. Default: slog.Default().
@@ -68,17 +75,26 @@ func WithNow(now func() time.Time) Option { return func(s *Service) { s.now = no
 // Wait returns.
 func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 	s := &Service{
-		client:   client,
-		store:    store,
-		policies: map[string]policy.Policy{policy.DefaultName: policy.Default()},
-		logger:   slog.Default(),
-		now:      time.Now,
+		client: client,
+		store:  store,
+		logger: slog.Default(),
+		now:    time.Now,
 	}
+	s.policies.Store(policy.DefaultSet())
 	s.detachedCtx, s.stopDetached = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
 	}
 	return s
+}
+
+// SetPolicy makes set the running policy (a reload): calls that start
+// afterwards use it; calls in flight finish under the policy they started
+// with. A nil set is ignored.
+func (s *Service) SetPolicy(set *policy.Set) {
+	if set != nil {
+		s.policies.Store(set)
+	}
 }
 
 // Drain makes every later Fetch fail with UNAVAILABLE; calls already running
@@ -113,31 +129,62 @@ func (s *Service) Shutdown(ctx context.Context) error {
 }
 
 // Fetch implements fetchdv1.FetchServiceServer.
+//
+// The call runs as the caller the authentication interceptor put in ctx
+// (identity.FromContext); without one it runs as an anonymous caller with no
+// allowance or rate limit, which is how the service behaves when hosted
+// without the interceptors (tests).
 func (s *Service) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
 	start := s.now()
-	resp, err := s.fetch(ctx, req)
+	id := caller(ctx)
+	resp, applied, err := s.fetch(ctx, id, req)
 	if err != nil {
-		st := toStatus(err)
+		st := toStatus(err, applied)
 		if status.Code(st) == codes.Internal {
 			s.logger.ErrorContext(ctx, "fetch: unmapped error", "error", err)
 		}
 		err = st
 	}
-	s.log(ctx, req, resp, err, s.now().Sub(start))
+	s.log(ctx, id, req, resp, err, s.now().Sub(start))
 	return resp, err
 }
 
-func (s *Service) fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
+// anonymous is the caller of a call that reached the service without the
+// authentication interceptor.
+var anonymous = &identity.Identity{Name: identity.AnonymousName, Anonymous: true, Via: identity.ViaAnonymous}
+
+func caller(ctx context.Context) *identity.Identity {
+	if id, ok := identity.FromContext(ctx); ok {
+		return id
+	}
+	return anonymous
+}
+
+// fetch runs one call. The policy is read once, at the start: a reload
+// while the call runs does not change what it runs with. applied is set once
+// the policy is resolved, for the response and the failure details.
+func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, *fetchdv1.AppliedPolicy, error) {
 	if s.draining.Load() {
-		return nil, errDraining
+		return nil, nil, errDraining
 	}
-	pol, err := s.policy(req.GetPolicy())
-	if err != nil {
-		return nil, err
+	if !id.Allow() {
+		return nil, nil, &rateLimitedError{caller: id.Name, rate: id.RateLimit()}
 	}
-	c, err := validate(req, pol)
+	c, err := validate(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	host := c.u.Hostname()
+	res, err := s.policies.Load().Resolve(c.ask, req.GetPolicy(), host)
+	if err != nil {
+		return nil, nil, err
+	}
+	applied := appliedPB(&res, id.Name)
+	if !id.Permits(host) {
+		return nil, applied, &notPermittedError{caller: id.Name, host: host}
+	}
+	if err := c.complete(&res); err != nil {
+		return nil, applied, err
 	}
 	oreq := &outbound.Request{
 		Method: c.method,
@@ -145,35 +192,71 @@ func (s *Service) fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetch
 		Header: c.header,
 		Body:   c.body,
 		Keyed:  c.key != "",
-		Policy: pol.Resolve(c.ask),
+		Policy: res.Outbound,
+		CheckRedirect: func(u *url.URL) error {
+			if !id.Permits(u.Hostname()) {
+				return &notPermittedError{caller: id.Name, host: u.Hostname(), redirect: true}
+			}
+			return nil
+		},
 	}
+	var resp *fetchdv1.FetchResponse
 	if c.key == "" {
-		resp, err := s.client.Do(ctx, oreq)
-		if err != nil {
-			return nil, err
+		var r *outbound.Response
+		if r, err = s.client.Do(ctx, oreq); err == nil {
+			resp = responsePB(r)
 		}
-		return responsePB(resp), nil
+	} else {
+		key := idempotency.Key{Scope: id.Name, ID: c.key}
+		resp, err = s.fetchKeyed(ctx, key, c, oreq, res.InFlightWait)
 	}
-	return s.fetchKeyed(ctx, c, oreq, pol)
-}
-
-func (s *Service) policy(name string) (policy.Policy, error) {
-	if name == "" {
-		name = policy.DefaultName
+	if err != nil {
+		return nil, applied, err
 	}
-	p, ok := s.policies[name]
-	if !ok {
-		return p, invalidf("policy %q is not defined", truncate(name, 64))
+	if !resp.GetReplayed() {
+		resp.Policy = applied
 	}
-	return p, nil
+	return resp, applied, nil
 }
 
 func responsePB(r *outbound.Response) *fetchdv1.FetchResponse {
 	return &fetchdv1.FetchResponse{
-		Status:   uint32(r.Status),
-		Headers:  headersPB(r.Header),
-		Body:     r.Body,
-		Attempts: attemptsPB(r.Attempts),
+		Status:       uint32(r.Status),
+		Headers:      headersPB(r.Header),
+		Body:         r.Body,
+		Attempts:     attemptsPB(r.Attempts),
+		RetryStopped: r.Stopped,
+	}
+}
+
+// appliedPB reports the resolved policy: what the call runs with.
+func appliedPB(r *policy.Resolved, caller string) *fetchdv1.AppliedPolicy {
+	p := &r.Outbound
+	retryOn := make([]uint32, len(p.RetryOn))
+	for i, s := range p.RetryOn {
+		retryOn[i] = uint32(s)
+	}
+	return &fetchdv1.AppliedPolicy{
+		Name:       r.Policy,
+		TargetRule: r.TargetRule,
+		Caller:     caller,
+		Timeouts: &fetchdv1.Timeouts{
+			Connect: durationpb.New(p.ConnectTimeout),
+			Read:    durationpb.New(p.ReadTimeout),
+			Attempt: durationpb.New(p.AttemptTimeout),
+			Total:   durationpb.New(p.TotalTimeout),
+		},
+		Retry: &fetchdv1.RetryPolicy{
+			MaxAttempts:      uint32(p.MaxAttempts),
+			InitialBackoff:   durationpb.New(p.InitialBackoff),
+			MaxBackoff:       durationpb.New(p.MaxBackoff),
+			Multiplier:       p.Multiplier,
+			RetryOnStatus:    retryOn,
+			IgnoreRetryAfter: p.IgnoreRetryAfter,
+		},
+		MaxRetryAfter:    durationpb.New(p.MaxRetryAfter),
+		MaxResponseBytes: uint64(max(p.MaxResponseBytes, 0)),
+		Clamped:          r.Clamped,
 	}
 }
 
@@ -197,11 +280,12 @@ func eachHeader(h http.Header, f func(name, value string)) {
 
 // log writes the one structured line per Fetch. It never logs bodies, header
 // values or the URL's query.
-func (s *Service) log(ctx context.Context, req *fetchdv1.FetchRequest, resp *fetchdv1.FetchResponse, err error, took time.Duration) {
+func (s *Service) log(ctx context.Context, id *identity.Identity, req *fetchdv1.FetchRequest, resp *fetchdv1.FetchResponse, err error, took time.Duration) {
 	if !s.logger.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	attrs := []slog.Attr{
+		slog.String("caller", id.Name),
 		slog.String("method", truncate(req.GetMethod(), 32)),
 		slog.String("url", egress.RedactURL(req.GetUrl())),
 		slog.Duration("duration", took),

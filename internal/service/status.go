@@ -12,7 +12,9 @@ import (
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
+	"github.com/fetchd/fetchd/internal/policy"
 )
 
 // Sentinels of the idempotency flow.
@@ -24,18 +26,50 @@ var (
 	errReplayTooLarge = fmt.Errorf("replayed: %w", outbound.ErrBodyTooLarge)
 )
 
+// notPermittedError is a target outside the caller's allowance.
+type notPermittedError struct {
+	caller, host string
+	redirect     bool
+}
+
+func (e *notPermittedError) Error() string {
+	if e.redirect {
+		return fmt.Sprintf("redirect to %s refused: caller %q may not reach it (not in its allow_targets)", e.host, e.caller)
+	}
+	return fmt.Sprintf("caller %q may not reach %s (not in its allow_targets)", e.caller, e.host)
+}
+
+// rateLimitedError is a caller over its rate limit.
+type rateLimitedError struct {
+	caller string
+	rate   identity.Rate
+}
+
+func (e *rateLimitedError) Error() string {
+	return fmt.Sprintf("caller %q is over its rate limit of %g requests/s (burst %d); retry later", e.caller, e.rate.PerSecond, e.rate.Burst)
+}
+
 // toStatus maps every error the Fetch flow can produce to its gRPC status.
 // It is the only place that chooses codes and client-visible messages.
-func toStatus(err error) error {
+// applied, when known, goes into the failure details.
+func toStatus(err error, applied *fetchdv1.AppliedPolicy) error {
 	var (
-		invalid   *invalidError
-		urlErr    *egress.URLError
-		denied    *egress.DeniedError
-		exhausted *outbound.ExhaustedError
+		invalid      *invalidError
+		urlErr       *egress.URLError
+		denied       *egress.DeniedError
+		exhausted    *outbound.ExhaustedError
+		notPermitted *notPermittedError
+		limited      *rateLimitedError
 	)
 	switch {
 	case errors.As(err, &invalid):
 		return status.Error(codes.InvalidArgument, invalid.msg)
+	case errors.Is(err, policy.ErrUnknownPolicy):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.As(err, &limited):
+		return status.Error(codes.ResourceExhausted, limited.Error())
+	case errors.As(err, &notPermitted):
+		return status.Error(codes.PermissionDenied, notPermitted.Error())
 	case errors.As(err, &urlErr):
 		return status.Error(codes.InvalidArgument, "url: "+urlErr.Reason)
 	case errors.Is(err, egress.ErrMalformed):
@@ -60,11 +94,11 @@ func toStatus(err error) error {
 	case errors.Is(err, errDraining):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
-		return withAttempts(codes.DeadlineExceeded, "deadline exceeded before the upstream answered", exhausted, err)
+		return withAttempts(codes.DeadlineExceeded, "deadline exceeded before the upstream answered", exhausted, err, applied)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "the call was cancelled")
 	case errors.As(err, &exhausted):
-		return withAttempts(codes.Unavailable, "no upstream answer", exhausted, err)
+		return withAttempts(codes.Unavailable, "no upstream answer", exhausted, err, applied)
 	}
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		return err
@@ -75,7 +109,7 @@ func toStatus(err error) error {
 // withAttempts builds a status whose message names the last attempt's
 // outcome class and whose details carry every attempt as a FetchFailure (with
 // its person-readable detail, for on-call engineers).
-func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error) error {
+func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error, applied *fetchdv1.AppliedPolicy) error {
 	if exhausted == nil && !errors.As(err, &exhausted) {
 		return status.Error(code, msg)
 	}
@@ -84,7 +118,11 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 		last := atts[n-1]
 		msg = fmt.Sprintf("%s after %d attempt(s); last: %s", msg, n, describe(last))
 	}
-	st, derr := status.New(code, msg).WithDetails(&fetchdv1.FetchFailure{Attempts: attemptsPB(atts)})
+	st, derr := status.New(code, msg).WithDetails(&fetchdv1.FetchFailure{
+		Attempts:     attemptsPB(atts),
+		Policy:       applied,
+		RetryStopped: exhausted.Stopped,
+	})
 	if derr != nil {
 		return status.Error(code, msg)
 	}
@@ -93,6 +131,9 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 
 func describe(a outbound.Attempt) string {
 	switch {
+	case a.Error == outbound.ClassBreakerOpen, a.Error == outbound.ClassTargetHold:
+		// Nothing was sent; the detail says why and for how long.
+		return a.Detail
 	case a.Error != "":
 		return a.Error
 	default:
@@ -111,6 +152,7 @@ func attemptsPB(atts []outbound.Attempt) []*fetchdv1.Attempt {
 			Backoff:       durationpb.New(a.Backoff),
 			BackoffReason: a.BackoffReason,
 			Detail:        a.Detail,
+			Url:           a.URL,
 		}
 	}
 	return out

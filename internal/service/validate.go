@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,8 +26,11 @@ const MaxKeyLength = 255
 // (INVALID_ARGUMENT) instead of getting a transport error.
 const MaxRequestMessageBytes = 8<<20 + 64<<10
 
-// idempotencyHeader is the header that carries the key upstream.
-const idempotencyHeader = "Idempotency-Key"
+// replayHeaders are the headers net/http treats as making any request
+// replayable: it silently re-sends a request carrying one of them on a
+// reused connection, so neither may ride along without a key that fetchd
+// deduplicates.
+var replayHeaders = []string{"Idempotency-Key", "X-Idempotency-Key"}
 
 // invalidError is bad caller input; its message is shown to the caller as is.
 type invalidError struct{ msg string }
@@ -47,7 +51,9 @@ type call struct {
 	ask    policy.Ask
 }
 
-func validate(req *fetchdv1.FetchRequest, pol policy.Policy) (*call, error) {
+// validate checks everything about req that does not depend on the policy;
+// complete does the rest once the policy is resolved.
+func validate(req *fetchdv1.FetchRequest) (*call, error) {
 	if req.GetUrl() == "" {
 		return nil, invalidf("url is required: an absolute http:// or https:// URL")
 	}
@@ -63,10 +69,6 @@ func validate(req *fetchdv1.FetchRequest, pol policy.Policy) (*call, error) {
 		return nil, invalidf("method %q is not a valid HTTP method token", truncate(method, 32))
 	}
 	c := &call{method: method, u: u, body: req.GetBody(), key: req.GetIdempotencyKey()}
-
-	if int64(len(c.body)) > pol.MaxRequestBytes {
-		return nil, invalidf("request body is %d bytes, over the %d-byte limit", len(c.body), pol.MaxRequestBytes)
-	}
 	if err := validateKey(c.key); err != nil {
 		return nil, err
 	}
@@ -80,21 +82,34 @@ func validate(req *fetchdv1.FetchRequest, pol policy.Policy) (*call, error) {
 			// The value may be a secret: name the header, never echo the value.
 			return nil, invalidf("headers[%d] (%s): value is not a valid HTTP header value (control characters such as CR or LF are not allowed)", i, name)
 		}
-		// net/http silently re-sends a request carrying either header on a
-		// reused connection, so neither may ride along without a key that
-		// fetchd deduplicates.
-		if canon := http.CanonicalHeaderKey(name); canon == idempotencyHeader || canon == "X-Idempotency-Key" {
+		if canon := http.CanonicalHeaderKey(name); slices.Contains(replayHeaders, canon) {
 			return nil, invalidf("headers[%d]: pass the idempotency key in the idempotency_key field, not as a %s header", i, canon)
 		}
 		c.header.Add(name, h.GetValue())
-	}
-	if c.key != "" {
-		c.header.Set(idempotencyHeader, c.key)
 	}
 	if c.ask, err = validateAsk(req); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// complete checks what depends on the resolved policy (the body limit, the
+// target's idempotency header) and adds the idempotency header.
+func (c *call) complete(res *policy.Resolved) error {
+	if int64(len(c.body)) > res.MaxRequestBytes {
+		return invalidf("request body is %d bytes, over the %d-byte limit", len(c.body), res.MaxRequestBytes)
+	}
+	name := http.CanonicalHeaderKey(res.IdempotencyHeader)
+	if name == "" {
+		return nil
+	}
+	if _, ok := c.header[name]; ok {
+		return invalidf("header %s carries the idempotency key for this target: pass the key in the idempotency_key field", name)
+	}
+	if c.key != "" {
+		c.header.Set(name, c.key)
+	}
+	return nil
 }
 
 func validateKey(key string) error {
