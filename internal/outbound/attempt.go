@@ -166,7 +166,7 @@ func (x *exchange) failure() *attemptError {
 	if conn != nil {
 		connErr = connReadErr(conn)
 	}
-	ae := &attemptError{class: classify(x.err, conn != nil, connErr), detail: describe(x.err, r.req.URL)}
+	ae := &attemptError{class: classify(x.err, conn != nil, connErr), detail: describe(x.err, r.url)}
 	if ae.class == ClassDenied {
 		ae.cause = deniedCause(x.err)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/fetchd/fetchd/internal/egress"
@@ -20,8 +21,7 @@ import (
 // timeouts and retries. It is safe for concurrent use; a zero Client is not
 // usable, build one with New.
 type Client struct {
-	guard     *egress.Guard
-	guardDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	guard atomic.Pointer[guarded] // the guard in force; replaced by SetGuard
 
 	now             func() time.Time
 	sleep           func(ctx context.Context, d time.Duration) error
@@ -37,7 +37,6 @@ type Client struct {
 // guard. A nil guard means egress.New(): only global unicast addresses.
 func New(guard *egress.Guard, opts ...Option) *Client {
 	c := &Client{
-		guard:           guard,
 		now:             time.Now,
 		sleep:           sleepTimer,
 		jitter:          fullJitter,
@@ -48,19 +47,48 @@ func New(guard *egress.Guard, opts ...Option) *Client {
 		opt(c)
 	}
 	c.validate()
-	c.guardDial = c.guard.DialContext(&net.Dialer{
-		Timeout:   fallbackConnectTimeout, // the per-request connect timeout is shorter
-		KeepAlive: 30 * time.Second,
-	})
+	c.guard.Store(newGuarded(guard))
 	c.pool = newPool(c.maxTargets, c.newTransport)
 	return c
 }
 
+// SetGuard makes g the egress guard of every later dial and IP literal
+// check; nil means egress.New(). It is how a policy reload narrows or widens
+// the allowed ranges. It is safe to call concurrently with Do; of two
+// concurrent calls, either may win.
+//
+// No Do that starts after SetGuard returns uses a connection dialled before:
+// every target's transport is retired (its idle connections are closed at
+// once, its busy ones as the requests on them finish) and replaced by a new
+// one on the target's next use; the targets' retry budgets, breakers and
+// holds are kept. A Do already running when SetGuard is called may finish
+// its attempts on the connections it was using; any connection it dials
+// from then on is checked by g. A redirect hop of such a Do gets a new
+// transport too.
+func (c *Client) SetGuard(g *egress.Guard) {
+	c.guard.Store(newGuarded(g))
+	c.pool.renew()
+}
+
+// guarded is an egress guard with its dialer.
+type guarded struct {
+	*egress.Guard
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// newGuarded returns g (egress.New() when nil) with its dialer.
+func newGuarded(g *egress.Guard) *guarded {
+	if g == nil {
+		g = egress.New()
+	}
+	return &guarded{Guard: g, dial: g.DialContext(&net.Dialer{
+		Timeout:   fallbackConnectTimeout, // the per-request connect timeout is shorter
+		KeepAlive: 30 * time.Second,
+	})}
+}
+
 // validate replaces unusable settings with the defaults.
 func (c *Client) validate() {
-	if c.guard == nil {
-		c.guard = egress.New()
-	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -97,14 +125,16 @@ func (c *Client) Close() { c.pool.closeIdle() }
 //
 // Before every attempt the target's circuit breaker must let it through and
 // the target's shared Retry-After hold (ShareRetryAfter) is waited out; every
-// retry must moreover be granted by the target's retry budget. See the
-// package documentation.
+// retry must moreover be granted by the target's retry budget. With
+// Policy.MaxRedirects, redirects are followed hop by hop, each hop against
+// its own target. See the package documentation.
 //
 // Errors:
 //   - *ExhaustedError: no answer (connection failures, timeouts, the caller's
 //     cancel or deadline, the total timeout, a guard refusal, an open
-//     circuit breaker, a hold longer than the time left); see its
-//     documentation for how to tell these apart;
+//     circuit breaker, a hold longer than the time left), or a redirect hop
+//     that was refused (Request.CheckRedirect: its Err is a *RedirectError);
+//     see its documentation for how to tell these apart;
 //   - *BodyTooLargeError (errors.Is ErrBodyTooLarge): the body is over
 //     Policy.MaxResponseBytes.
 //
@@ -113,7 +143,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if req == nil || req.URL == nil {
 		return nil, errors.New("outbound: request has no URL")
 	}
-	r := &run{c: c, req: req, p: req.Policy.normalized(), caller: ctx, method: req.Method}
+	r := &run{c: c, req: req, p: req.Policy.normalized(), caller: ctx, method: req.Method, url: req.URL, body: req.Body}
 	if r.method == "" {
 		r.method = http.MethodGet
 	}
@@ -124,20 +154,36 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		r.ctx, cancel = context.WithCancel(ctx)
 	}
 	defer cancel()
+	r.header = requestHeader(req.Header)
 
-	if ae := c.checkLiteral(r.ctx, req.URL); ae != nil {
-		return nil, &ExhaustedError{Err: ae}
+	resp, err := r.hop()
+	for r.next != nil {
+		r.follow()
+		resp, err = r.hop()
+	}
+	return resp, err
+}
+
+// hop runs the attempt loop against r.url, with its target's pool and
+// protection. When its answer is a redirect to follow, it returns nil, nil
+// with r.next set.
+func (r *run) hop() (*Response, error) {
+	if ae := r.c.checkLiteral(r.ctx, r.url); ae != nil {
+		if r.hops == 0 {
+			return nil, &ExhaustedError{Err: ae}
+		}
+		r.appendLog(Attempt{Number: len(r.log) + 1, Error: ae.class, Detail: ae.detail})
+		return nil, r.exhausted(ae, "")
 	}
 	maxConns := r.p.MaxConns
 	if maxConns <= 0 {
-		maxConns = c.maxConnsPerHost
+		maxConns = r.c.maxConnsPerHost
 	}
-	r.target = c.pool.get(req.URL, maxConns)
+	r.target = r.c.pool.get(r.url, maxConns)
 	defer r.target.done()
-	r.budget = r.target.prot.budgetFor(r.p.Budget, c.now)
-	r.breaker = r.target.prot.breakerFor(r.p.Breaker, c.now)
+	r.budget = r.target.prot.budgetFor(r.p.Budget, r.c.now)
+	r.breaker = r.target.prot.breakerFor(r.p.Breaker, r.c.now)
 	defer r.permit.cancel() // a permit taken for an attempt never sent
-	r.header = requestHeader(req.Header)
 	return r.loop()
 }
 
@@ -149,7 +195,7 @@ func (c *Client) checkLiteral(ctx context.Context, u *url.URL) *attemptError {
 	if _, err := netip.ParseAddr(host); err != nil {
 		return nil
 	}
-	if _, err := c.guard.Resolve(ctx, host); err != nil {
+	if _, err := c.guard.Load().Resolve(ctx, host); err != nil {
 		ae := &attemptError{class: ClassOther, detail: redact(err.Error(), u), cause: err}
 		if errors.Is(err, egress.ErrDenied) {
 			ae.class = ClassDenied
@@ -161,17 +207,30 @@ func (c *Client) checkLiteral(ctx context.Context, u *url.URL) *attemptError {
 
 // run is the state of one Do.
 type run struct {
-	c       *Client
-	req     *Request
-	p       Policy
-	method  string
-	caller  context.Context // the caller's context
-	ctx     context.Context // the caller's context bounded by TotalTimeout
+	c      *Client
+	req    *Request
+	p      Policy
+	caller context.Context // the caller's context
+	ctx    context.Context // the caller's context bounded by TotalTimeout
+
+	// What the current hop sends: req's own at first; a redirect may change
+	// each of them (follow).
+	method string
+	url    *url.URL
+	header http.Header // owned by the run; replaced, never modified, by follow
+	body   []byte
+
+	// The current hop's target and its protection.
 	target  *target
-	header  http.Header
 	budget  *budget  // nil: retries unbounded
 	breaker *breaker // nil: never refuses
 	permit  permit   // the breaker's permit for the next attempt, until it is sent
+
+	hops       int      // redirects followed so far
+	hopURL     string   // r.url redacted, for Attempt.URL; "" before the first redirect
+	next       *url.URL // the redirect that loop asks to follow; nil when none
+	nextStatus int      // its status
+	crossed    bool     // a hop left the request's own target: credentials dropped
 
 	log  []Attempt
 	sent bool
@@ -209,9 +268,27 @@ func (r *run) loop() (*Response, error) {
 			case retryable(r.method, true, status, "", r.p.RetryOn, false):
 				stop = StopUnsafe
 			}
+			var detail string // why a redirect is not followed
+			if stop == "" && r.p.MaxRedirects > 0 && isRedirect(status) {
+				var (
+					next *url.URL
+					err  error
+				)
+				next, stop, detail, err = r.redirect(status, x.resp.Header)
+				if next != nil || err != nil {
+					x.discard()
+					r.record(x, status, "", "")
+					x.release()
+					if err != nil {
+						return nil, &ExhaustedError{Attempts: r.log, Err: err, Sent: r.sent}
+					}
+					r.next, r.nextStatus = next, status
+					return nil, nil
+				}
+			}
 			body, err := x.readBody(r.p.MaxResponseBytes)
 			if err == nil {
-				r.record(x, status, "", "")
+				r.record(x, status, "", detail)
 				x.release()
 				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log, Stopped: stop}, nil
 			}
@@ -365,7 +442,7 @@ func (r *run) holdDetail(h, floor time.Duration) string {
 // refused records an attempt that the target's protection refused before
 // anything was sent, and returns the error that ends the run.
 func (r *run) refused(class, detail, stop string) *ExhaustedError {
-	r.log = append(r.log, Attempt{Number: len(r.log) + 1, Error: class, Detail: detail})
+	r.appendLog(Attempt{Number: len(r.log) + 1, Error: class, Detail: detail})
 	return r.exhausted(&attemptError{class: class, detail: detail}, stop)
 }
 
@@ -375,9 +452,20 @@ func (r *run) refused(class, detail, stop string) *ExhaustedError {
 func (r *run) record(x *exchange, status int, class, detail string) bool {
 	x.permit.settle(verdict(status, class), r.c.now())
 	recs, sent := x.records(status, class, detail)
-	r.log = append(r.log, recs...)
+	r.appendLog(recs...)
 	r.sent = r.sent || sent
 	return sent
+}
+
+// appendLog appends entries of the current hop to the attempt log, with the
+// hop's URL once a redirect was followed.
+func (r *run) appendLog(as ...Attempt) {
+	if r.hopURL != "" {
+		for i := range as {
+			as[i].URL = r.hopURL
+		}
+	}
+	r.log = append(r.log, as...)
 }
 
 // fits reports whether a wait of w ends before the deadline with at least
@@ -439,7 +527,7 @@ func (r *run) contextFailure() *attemptError {
 // the bytes every time (and GetBody lets net/http rebuild it too), so every
 // send carries it intact.
 func (r *run) request(ctx context.Context) *http.Request {
-	u := *r.req.URL
+	u := *r.url
 	hr := &http.Request{
 		Method:     r.method,
 		URL:        &u,
@@ -448,7 +536,7 @@ func (r *run) request(ctx context.Context) *http.Request {
 		ProtoMinor: 1,
 		Header:     r.header,
 	}
-	if body := r.req.Body; len(body) > 0 {
+	if body := r.body; len(body) > 0 {
 		hr.ContentLength = int64(len(body))
 		hr.Body = io.NopCloser(bytes.NewReader(body))
 		hr.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }

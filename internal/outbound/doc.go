@@ -8,8 +8,24 @@
 //   - Every connection is dialled by the egress guard's dialer, which
 //     resolves the name, checks every address and dials the checked address.
 //     An IP literal host is checked before anything is dialled. A guard
-//     refusal is never retried. No proxy is taken from the environment, and
-//     redirects are not followed: a 3xx is an answer.
+//     refusal is never retried. No proxy is taken from the environment.
+//     [Client.SetGuard] replaces the guard: no Do that starts after it
+//     returns uses a connection dialled under the old one (every target's
+//     transport is retired and its idle connections closed).
+//   - Redirects are not followed (a 3xx is an answer) unless
+//     Policy.MaxRedirects says so, and then each hop is checked again:
+//     egress.ParseURL, then Request.CheckRedirect, then the egress guard
+//     when it is dialled, each hop against its own target (pool, budget,
+//     breaker, hold, MaxAttempts). Authorization, Cookie and
+//     Proxy-Authorization are dropped from the first hop that leaves the
+//     request's own (scheme, host, port) on. Following a redirect is not a
+//     retry: a 307 or 308 re-sends the method and body, unsafe or not, to
+//     the new URL, because the upstream answered by asking for exactly
+//     that; POST on 301 or 302, and anything but GET or HEAD on 303, becomes
+//     a GET without body. Every attempt after a redirect names its hop
+//     (Attempt.URL, query values redacted); the log is numbered across hops.
+//     A redirect that is not followed (hop limit, unusable Location) is the
+//     answer, and the hop limit says so in Stopped ("max_redirects").
 //   - Do never retries a request with an unsafe method (anything but GET,
 //     HEAD, OPTIONS, TRACE, PUT, DELETE) that may have reached the upstream,
 //     unless the caller gave an idempotency key ([Request].Keyed). Without a
@@ -83,20 +99,24 @@
 //     Details never echo the URL's query ("?query") or credentials
 //     ("user:password@").
 //
-// Ownership: Do reads the Request and never modifies or retains it; the
-// returned Response and its slices belong to the caller. Do closes every
-// upstream response body it opens. [Client.Close] closes idle connections;
-// it does not interrupt requests in flight.
+// Ownership: Do reads the Request and never modifies or retains it (a
+// redirect's changes to method, body and headers apply to the run's own
+// copies); the returned Response and its slices belong to the caller. Do
+// closes every upstream response body it opens. [Client.Close] closes idle
+// connections; it does not interrupt requests in flight.
 //
 // Concurrency: a [Client] is safe for concurrent use; one Client should serve
 // the whole process so that connections are pooled and targets protected as
 // a whole. Pools are per (scheme, host, port) and bounded in number (least
 // recently used evicted, its idle connections closed, its protection state
 // forgotten) and in connections per host (Policy.MaxConns, or
-// WithMaxConnsPerHost).
+// WithMaxConnsPerHost). [Client.SetGuard] may be called at any time,
+// concurrently with Do.
 //
 // Errors: [ExhaustedError] and [BodyTooLargeError] carry the attempt log.
-// Ask, in this order: errors.Is(err, egress.ErrDenied), errors.Is(err,
+// Ask, in this order: errors.As(err, *[RedirectError]) (and for the
+// caller's own CheckRedirect error), errors.Is(err, egress.ErrDenied) (with
+// ExhaustedError.Sent true when it was a redirect hop), errors.Is(err,
 // ErrBodyTooLarge), errors.Is(err, context.Canceled), errors.Is(err,
 // context.DeadlineExceeded); anything else is an *ExhaustedError whose
 // attempts found no answer or that the target's protection did not send

@@ -27,13 +27,22 @@ var (
 
 // ExhaustedError reports that no usable upstream answer arrived: every
 // attempt that ran failed (refused, reset, timed out), the caller cancelled,
-// the deadline ran out, or the egress guard refused the address.
+// the deadline ran out, or the egress guard refused the address; or that a
+// redirect was to be followed (Policy.MaxRedirects) and its hop failed so,
+// or was refused by the guard or by Request.CheckRedirect.
 //
-// Err is the last attempt's failure, or the context's error. errors.Is on the
-// ExhaustedError tells the cases apart, and should be asked in this order:
+// Err is the last attempt's failure, the context's error, or a
+// *RedirectError. errors.Is and errors.As on the ExhaustedError tell the
+// cases apart, and should be asked in this order:
 //
+//   - *RedirectError (errors.As): Request.CheckRedirect refused a redirect
+//     hop; errors.As and errors.Is find the caller's own error through it.
+//     Sent is true, and the last Attempt is the redirect's.
 //   - egress.ErrDenied: the guard refused the address (PERMISSION_DENIED);
-//     errors.As finds the *egress.DeniedError. Attempts may be empty.
+//     errors.As finds the *egress.DeniedError. Attempts may be empty. When
+//     the refused address is a redirect hop's, the refusal is logged as an
+//     Attempt of class "denied" with the hop's URL, and Sent is true: the
+//     hops before it reached the upstream.
 //   - context.Canceled: the caller cancelled.
 //   - context.DeadlineExceeded: TotalTimeout or the caller's deadline ran
 //     out (DEADLINE_EXCEEDED).
@@ -52,7 +61,8 @@ type ExhaustedError struct {
 	// refusal, a DNS failure, a refused or timed-out connect, a failed TLS
 	// handshake, a wait for a connection (MaxConnsPerHost) or a dial that
 	// the attempt timeout, the total timeout or the caller ended, or a first
-	// attempt refused by the target's open breaker or shared hold.
+	// attempt refused by the target's open breaker or shared hold. Once a
+	// redirect was followed it is true: the redirect came from the upstream.
 	Sent bool
 	// Stopped says why the last failure was not retried (a Stop... constant),
 	// "" when it was not retryable at all. A first attempt refused by the
@@ -64,6 +74,9 @@ type ExhaustedError struct {
 }
 
 func (e *ExhaustedError) Error() string {
+	if re, ok := e.Err.(*RedirectError); ok {
+		return "outbound: " + re.Error() // an answer came: the redirect
+	}
 	switch n := len(e.Attempts); n {
 	case 0:
 		return fmt.Sprintf("outbound: %v", e.Err)
@@ -76,6 +89,24 @@ func (e *ExhaustedError) Error() string {
 
 // Unwrap returns Err.
 func (e *ExhaustedError) Unwrap() error { return e.Err }
+
+// RedirectError reports a redirect hop that [Request].CheckRedirect refused.
+// Do returns it as the Err of an *ExhaustedError whose Attempts end with the
+// redirect's attempt and whose Sent is true. It unwraps to CheckRedirect's
+// error, so errors.Is and errors.As on what Do returns find the caller's own
+// error.
+type RedirectError struct {
+	URL    string // the refused hop, with query values redacted (egress.RedactURL)
+	Status int    // the redirect's status: 301, 302, 303, 307 or 308
+	Err    error  // CheckRedirect's error
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("redirect (%d) to %s refused: %v", e.Status, e.URL, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *RedirectError) Unwrap() error { return e.Err }
 
 // BodyTooLargeError reports a response whose body is over the policy's limit.
 // errors.Is(err, ErrBodyTooLarge) holds for it. It is never retried: the

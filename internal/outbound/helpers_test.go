@@ -97,6 +97,7 @@ type upstream struct {
 type seen struct {
 	method string
 	host   string
+	uri    string // the request URI: path and query
 	header http.Header
 	body   []byte
 }
@@ -122,7 +123,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	u.mu.Lock()
 	i := len(u.reqs)
-	u.reqs = append(u.reqs, seen{method: r.Method, host: r.Host, header: r.Header.Clone(), body: body})
+	u.reqs = append(u.reqs, seen{method: r.Method, host: r.Host, uri: r.RequestURI, header: r.Header.Clone(), body: body})
 	step := u.steps[min(i, len(u.steps)-1)]
 	u.mu.Unlock()
 	step(w, r)

@@ -20,9 +20,10 @@ type target struct {
 	key       string
 	transport *http.Transport
 	maxConns  int         // the transport's MaxConnsPerHost
+	gen       uint64      // the pool's generation when the transport was built
 	prot      *protection // shared by every transport of the key
-	// evicted is set when the target left the pool: least recently used, or
-	// replaced by a transport with another MaxConns.
+	// evicted is set when the target left the pool: least recently used,
+	// replaced by a transport with another MaxConns, or retired by renew.
 	evicted atomic.Bool
 }
 
@@ -38,6 +39,7 @@ func (t *target) done() {
 type pool struct {
 	mu    sync.Mutex
 	max   int
+	gen   uint64     // bumped by renew; a target of an older one is replaced
 	lru   *list.List // of *target, most recently used at the front
 	byKey map[string]*list.Element
 	build func(scheme string, maxConns int) *http.Transport
@@ -62,11 +64,11 @@ func targetKey(u *url.URL) string {
 
 // get returns the target of u with a transport of maxConns connections,
 // creating it and evicting the least recently used one if the pool is full.
-// A target whose transport was built with another maxConns is replaced by
-// one with a new transport and the same protection state. An evicted or
-// replaced transport's idle connections are closed at once; requests still
-// running on it finish normally, and each closes the idle connections again
-// as it ends (target.done).
+// A target whose transport was built with another maxConns, or before the
+// last renew, is replaced by one with a new transport and the same
+// protection state. An evicted or replaced transport's idle connections are
+// closed at once; requests still running on it finish normally, and each
+// closes the idle connections again as it ends (target.done).
 func (p *pool) get(u *url.URL, maxConns int) *target {
 	key := targetKey(u)
 	p.mu.Lock()
@@ -74,18 +76,18 @@ func (p *pool) get(u *url.URL, maxConns int) *target {
 	if ok {
 		p.lru.MoveToFront(e)
 		t := e.Value.(*target)
-		if t.maxConns == maxConns {
+		if t.maxConns == maxConns && t.gen == p.gen {
 			p.mu.Unlock()
 			return t
 		}
-		nt := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, prot: t.prot}
+		nt := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, gen: p.gen, prot: t.prot}
 		e.Value = nt
 		t.evicted.Store(true)
 		p.mu.Unlock()
 		t.transport.CloseIdleConnections()
 		return nt
 	}
-	t := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, prot: &protection{key: key}}
+	t := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, gen: p.gen, prot: &protection{key: key}}
 	p.byKey[key] = p.lru.PushFront(t)
 	var evicted []*target
 	for p.lru.Len() > p.max {
@@ -105,14 +107,37 @@ func (p *pool) get(u *url.URL, maxConns int) *target {
 // closeIdle closes the idle connections of every target.
 func (p *pool) closeIdle() {
 	p.mu.Lock()
-	targets := make([]*target, 0, p.lru.Len())
-	for e := p.lru.Front(); e != nil; e = e.Next() {
-		targets = append(targets, e.Value.(*target))
+	targets := p.targets()
+	p.mu.Unlock()
+	for _, t := range targets {
+		t.transport.CloseIdleConnections()
+	}
+}
+
+// renew retires every target's transport: each is marked evicted and its
+// idle connections are closed, and the next get of its key builds a new one
+// (keeping the protection state). No get that starts after renew returns
+// hands out a transport built before renew was called.
+func (p *pool) renew() {
+	p.mu.Lock()
+	p.gen++
+	targets := p.targets() // all of an older generation: gets wait for the lock
+	for _, t := range targets {
+		t.evicted.Store(true)
 	}
 	p.mu.Unlock()
 	for _, t := range targets {
 		t.transport.CloseIdleConnections()
 	}
+}
+
+// targets lists the targets. p.mu is held.
+func (p *pool) targets() []*target {
+	out := make([]*target, 0, p.lru.Len())
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*target))
+	}
+	return out
 }
 
 // keys lists the targets, most recently used first.
@@ -171,7 +196,7 @@ func connectContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	ctx, cancel := connectContext(ctx)
 	defer cancel()
-	conn, err := c.guardDial(ctx, network, addr)
+	conn, err := c.guard.Load().dial(ctx, network, addr)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}
@@ -184,7 +209,7 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	ctx, cancel := connectContext(ctx)
 	defer cancel()
-	raw, err := c.guardDial(ctx, network, addr)
+	raw, err := c.guard.Load().dial(ctx, network, addr)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}

@@ -58,7 +58,25 @@ type Policy struct {
 	// rebuild it each time.
 	MaxConns int
 	// MaxRedirects is how many redirect hops are followed; zero or less
-	// means none: a 3xx is an answer like any other.
+	// means none: a 3xx is an answer like any other. When it is positive and
+	// the final answer of a hop (after the hop's own retries) is a 301, 302,
+	// 303, 307 or 308 with a Location, the Location is resolved against the
+	// hop's URL, checked by egress.ParseURL and Request.CheckRedirect, and
+	// followed: a POST redirected by 301 or 302, and any method but GET and
+	// HEAD redirected by 303, becomes a GET without a body (and without
+	// Content-Type and the other body headers); every other redirect keeps
+	// the method and the body, an unsafe method included. From the first hop
+	// whose target (scheme, host, port) is not the request's own on,
+	// Authorization, Cookie and Proxy-Authorization are not sent; every
+	// other header, the Idempotency-Key included, is. Each hop runs the
+	// whole attempt loop against its own target: the egress guard, the
+	// target's pool, budget, breaker and hold, and MaxAttempts of its own;
+	// TotalTimeout and the context bound all hops together. The redirect's
+	// body is drained (up to 4 KiB) and discarded. A redirect that is not
+	// followed is the answer: when the hop limit is reached (Stopped
+	// "max_redirects"), or when its Location is missing, cannot be parsed,
+	// or is refused by egress.ParseURL (another scheme than http and https,
+	// credentials, a bad host or port); the attempt's Detail then says why.
 	MaxRedirects int
 	// Budget bounds the target's retries; the zero Budget bounds nothing. A
 	// request that carries different Budget settings than the target's
@@ -170,8 +188,12 @@ type Request struct {
 	Keyed  bool
 	Policy Policy
 	// CheckRedirect, when set, is asked about each redirect hop (already
-	// parsed by egress.ParseURL) before it is followed; an error stops the
-	// run and is returned, wrapped. The egress guard checks every hop anyway.
+	// parsed by egress.ParseURL; a copy, which it may keep or change to no
+	// effect) before it is followed. It is called on the goroutine of Do,
+	// never for a redirect that is not followed (Policy.MaxRedirects
+	// reached, a malformed Location). An error stops the run: Do returns an
+	// *ExhaustedError whose Err is a *RedirectError wrapping it. The egress
+	// guard checks every hop anyway.
 	CheckRedirect func(u *url.URL) error
 }
 
@@ -194,7 +216,9 @@ type Attempt struct {
 	// a first attempt may have it too).
 	Backoff       time.Duration
 	BackoffReason string
-	// URL is the redacted URL of a redirect hop; "" for the request's own URL.
+	// URL is the URL of the redirect hop the attempt was sent to, with query
+	// values redacted (egress.RedactURL); "" for the request's own URL, that
+	// is, for every attempt before the first redirect is followed.
 	URL string
 }
 
@@ -208,8 +232,10 @@ type Response struct {
 	// Stopped says why a retryable answer was not retried (one of the
 	// Stop... constants): its attempts were spent, the target's budget or
 	// breaker refused the retry, the wait would outlive the deadline, or the
-	// method is unsafe and the request unkeyed. "" when the answer was final
-	// by itself (a 200, a 404, a status not in RetryOn).
+	// method is unsafe and the request unkeyed; or why a redirect was not
+	// followed: Policy.MaxRedirects hops were followed already
+	// ("max_redirects"). "" when the answer was final by itself (a 200, a
+	// 404, a status not in RetryOn, a redirect with an unusable Location).
 	Stopped string
 }
 
