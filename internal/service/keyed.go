@@ -130,10 +130,12 @@ func (s *Service) settle(ctx context.Context, key idempotency.Key, token uint64,
 func sent(err error) bool {
 	var exhausted *outbound.ExhaustedError
 	switch {
+	case errors.As(err, &exhausted):
+		// First: a guard refusal of a redirect hop comes after the first
+		// hop reached the upstream, and Sent says so.
+		return exhausted.Sent
 	case errors.Is(err, egress.ErrDenied), errors.Is(err, egress.ErrMalformed), errors.Is(err, errDraining):
 		return false
-	case errors.As(err, &exhausted):
-		return exhausted.Sent
 	}
 	return true
 }
