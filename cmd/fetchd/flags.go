@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+
+	"github.com/fetchd/fetchd/internal/policy"
 )
 
 // cidrList is a repeatable --allow-cidr flag.
@@ -39,18 +41,29 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	fs.SetOutput(out)
 	fs.StringVar(&m.Listen, "listen", m.Listen, "gRPC listen address (port 0 picks a free one; the log says which)")
 	fs.StringVar(&m.Admin, "admin", m.Admin, "admin HTTP listen address (health); empty disables")
-	fs.StringVar(&m.Config, "config", m.Config, "policy file (YAML); not supported yet: the embedded default policy is used")
+	fs.StringVar(&m.Config, "config", m.Config, "policy file (YAML); reloaded on SIGHUP and when it changes; a bad file is refused and the running policy kept")
 	fs.StringVar(&m.Store, "store", m.Store, "idempotency store: file:PATH (embedded, durable), redis://HOST:PORT/DB (fleet) or memory:")
 	fs.Var((*cidrList)(&m.AllowCIDRs), "allow-cidr", "address range the egress guard lets through (repeatable), e.g. 127.0.0.0/8 for local tests")
 	fs.DurationVar(&m.DrainTimeout, "drain-timeout", m.DrainTimeout, "on SIGTERM/SIGINT, how long in-flight calls get to finish")
+	fs.DurationVar(&m.ReloadInterval, "reload-interval", m.ReloadInterval, "how often the --config file is checked for changes; 0 turns the check off (SIGHUP still reloads)")
+	fs.StringVar(&m.TLSCert, "tls-cert", m.TLSCert, "PEM certificate for the gRPC listener (with --tls-key); empty serves plaintext")
+	fs.StringVar(&m.TLSKey, "tls-key", m.TLSKey, "PEM private key of --tls-cert")
+	fs.StringVar(&m.TLSClientCA, "tls-client-ca", m.TLSClientCA, "PEM CA bundle that caller client certificates are verified against (mTLS identity)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (fetchd takes only flags)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (fetchd takes only flags, or the token command)", fs.Arg(0))
 	}
 	if m.Config != "" {
-		return errors.New("--config: policy files are not supported yet; run without --config to use the default policy")
+		set, err := policy.LoadFile(m.Config)
+		if err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+		m.preloaded = set
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		m.applyServer(set.Server(), given)
 	}
 	if m.DrainTimeout <= 0 {
 		return errors.New("--drain-timeout must be positive")

@@ -16,9 +16,21 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := tokenCommand(os.Args[2:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			fmt.Fprintln(os.Stderr, "fetchd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, stop, os.Args[1:], os.Stderr); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, stop, hup, os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -29,8 +41,8 @@ func main() {
 
 // run parses args, starts fetchd and serves until ctx is done, then drains.
 // stopSignals is called once shutdown begins, so a second signal ends the
-// process at once.
-func run(ctx context.Context, stopSignals func(), args []string, stderr io.Writer) error {
+// process at once. A value on reload reloads the policy file.
+func run(ctx context.Context, stopSignals func(), reload <-chan os.Signal, args []string, stderr io.Writer) error {
 	m := NewMain()
 	m.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
 	if err := m.ParseFlags(args, stderr); err != nil {
@@ -41,11 +53,18 @@ func run(ctx context.Context, stopSignals func(), args []string, stderr io.Write
 		return err
 	}
 	var failed error
-	select {
-	case <-ctx.Done():
-		m.Logger.Info("fetchd: shutting down", "drain_timeout", m.DrainTimeout)
-	case failed = <-m.Err():
-		m.Logger.Error("fetchd: a server stopped", "error", failed)
+serve:
+	for {
+		select {
+		case <-reload:
+			m.Reload() // logs its own outcome; a bad file keeps the running policy
+		case <-ctx.Done():
+			m.Logger.Info("fetchd: shutting down", "drain_timeout", m.DrainTimeout)
+			break serve
+		case failed = <-m.Err():
+			m.Logger.Error("fetchd: a server stopped", "error", failed)
+			break serve
+		}
 	}
 	stopSignals()
 	return errors.Join(failed, m.Close())

@@ -184,7 +184,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "::1/128"}, ""},
 		{[]string{"--allow-cidr", "10.0.0.1/8"}, "host bits"},
 		{[]string{"--allow-cidr", "nonsense"}, "not a CIDR"},
-		{[]string{"--config", "policy.yaml"}, "not supported yet"},
+		{[]string{"--config", "no-such-policy.yaml"}, "--config"},
+		{[]string{"--config", "testdata/bad_version.yaml"}, "version"},
 		{[]string{"stray"}, "unexpected argument"},
 		{[]string{"--drain-timeout", "0s"}, "must be positive"},
 	}
@@ -255,6 +256,9 @@ type process struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan error
+	// msgs receives the msg of every log line after "fetchd: serving"
+	// (dropped when nobody reads and the buffer is full).
+	msgs chan string
 }
 
 // startProcess starts the binary with args plus --listen 127.0.0.1:0 and
@@ -269,17 +273,28 @@ func startProcess(t *testing.T, args ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
+	p := &process{cmd: cmd, done: make(chan error, 1), msgs: make(chan string, 100)}
 	addrc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		serving := false
 		for sc.Scan() {
 			var line struct {
 				Msg  string `json:"msg"`
 				GRPC string `json:"grpc"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "fetchd: serving" {
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch {
+			case line.Msg == "fetchd: serving":
+				serving = true
 				addrc <- line.GRPC
+			case serving:
+				select {
+				case p.msgs <- line.Msg:
+				default:
+				}
 			}
 		}
 		close(addrc)

@@ -2,19 +2,25 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -23,6 +29,7 @@ import (
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
+	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/policy"
 	"github.com/fetchd/fetchd/internal/service"
@@ -46,7 +53,21 @@ type Main struct {
 	AllowCIDRs   []netip.Prefix
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	// TLS for the gRPC listener: a certificate and key (PEM files), and the
+	// CA bundle that client certificates are verified against (mTLS caller
+	// identity). All empty: plaintext.
+	TLSCert, TLSKey, TLSClientCA string
+	// ReloadInterval is how often the --config file is checked for changes;
+	// zero or less turns the check off (SIGHUP still reloads).
+	ReloadInterval time.Duration
 
+	preloaded *policy.Set // loaded by ParseFlags, which applied its server section
+	policy    atomic.Pointer[policy.Set]
+	reloadMu  sync.Mutex
+	onReload  func(*policy.Set, error) // test hook
+	stopWatch context.CancelFunc
+
+	auth   *identity.Authenticator
 	store  idempotency.Store
 	client *outbound.Client
 	// draining is cancelled when Close begins; it ends open streams (health
@@ -65,19 +86,28 @@ type Main struct {
 // NewMain returns a Main with the command line's defaults.
 func NewMain() *Main {
 	return &Main{
-		Listen:       DefaultListen,
-		Admin:        DefaultAdmin,
-		Store:        DefaultStore,
-		DrainTimeout: DefaultDrainTimeout,
-		Logger:       slog.Default(),
+		Listen:         DefaultListen,
+		Admin:          DefaultAdmin,
+		Store:          DefaultStore,
+		DrainTimeout:   DefaultDrainTimeout,
+		ReloadInterval: DefaultReloadInterval,
+		Logger:         slog.Default(),
 	}
 }
 
 // Run opens the store, listens and starts serving; it returns once fetchd is
 // serving. Close stops it.
 func (m *Main) Run(ctx context.Context) (err error) {
-	pol := policy.Default()
-	store, err := idempotency.Open(ctx, m.Store, idempotency.WithTTL(pol.IdempotencyTTL))
+	set, err := m.loadPolicy()
+	if err != nil {
+		return err
+	}
+	m.policy.Store(set)
+	creds, err := m.serverCredentials()
+	if err != nil {
+		return err
+	}
+	store, err := idempotency.Open(ctx, m.Store, idempotency.WithTTL(set.IdempotencyTTL()))
 	if err != nil {
 		return fmt.Errorf("--store: %w", err)
 	}
@@ -85,8 +115,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if r, ok := m.store.(*idempotency.Redis); ok {
 		m.checkRedis(ctx, r)
 	}
-	m.client = outbound.New(egress.New(egress.WithAllow(m.AllowCIDRs...)))
-	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicy(pol))
+	m.client = outbound.New(egress.New(egress.WithAllow(m.allowCIDRs(set)...)))
+	m.auth = identity.New(set.Identity())
+	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set))
 
 	m.grpcLn, err = net.Listen("tcp", m.Listen)
 	if err != nil {
@@ -100,11 +131,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	m.draining, m.endStreams = context.WithCancel(context.Background())
 	recover := recovery.WithRecoveryHandlerContext(m.recovered)
-	m.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover)),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain),
-	)
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	m.grpc = grpc.NewServer(opts...)
 	fetchdv1.RegisterFetchServiceServer(m.grpc, m.svc)
 	m.health = health.NewServer()
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -126,8 +161,56 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			}
 		}()
 	}
-	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "store", storeKind(m.Store), "allow_cidr", (*cidrList)(&m.AllowCIDRs).String())
+	if m.Config != "" && m.ReloadInterval > 0 {
+		watchCtx, stop := context.WithCancel(context.Background())
+		m.stopWatch = stop
+		go m.watchConfig(watchCtx, m.ReloadInterval)
+	}
+	cidrs := cidrList(m.allowCIDRs(set))
+	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil,
+		"store", storeKind(m.Store), "allow_cidr", cidrs.String(), "policy", policySource(m.Config), "digest", short(set.Digest()))
 	return nil
+}
+
+func policySource(config string) string {
+	if config == "" {
+		return "embedded default"
+	}
+	return config
+}
+
+// serverCredentials builds the gRPC listener's TLS from the TLS fields, or
+// returns nil for plaintext. Client certificates are asked for and verified
+// against TLSClientCA when it is set, but not required: a caller may
+// authenticate with a bearer token instead.
+func (m *Main) serverCredentials() (credentials.TransportCredentials, error) {
+	if m.TLSCert == "" && m.TLSKey == "" {
+		if m.TLSClientCA != "" {
+			return nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	if m.TLSCert == "" || m.TLSKey == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(m.TLSCert, m.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if m.TLSClientCA != "" {
+		pem, err := os.ReadFile(m.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca: %s holds no PEM certificate", m.TLSClientCA)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // Err reports a server that stopped serving on its own (a listener failed).
@@ -147,6 +230,9 @@ func (m *Main) AdminAddr() string { return addr(m.adminLn) }
 // error is for resources that failed to close.
 func (m *Main) Close() error {
 	deadline := time.Now().Add(m.DrainTimeout)
+	if m.stopWatch != nil {
+		m.stopWatch()
+	}
 	if m.svc != nil {
 		m.svc.Drain() // before health turns, so whoever sees NOT_SERVING is also refused
 	}
