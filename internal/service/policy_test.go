@@ -327,3 +327,64 @@ protection:
 		t.Fatalf("upstream saw %d requests, want 3 (none while the breaker is open)", up.hits.Load())
 	}
 }
+
+// TestFetchFollowsRedirectsByPolicy: a target rule that follows redirects
+// makes fetchd follow a 302 to another server, logging the hop's URL; a
+// caller may not be redirected outside its allowance.
+func TestFetchFollowsRedirectsByPolicy(t *testing.T) {
+	t.Parallel()
+	final := newUpstream(t, ok("moved here"))
+	_, port, _ := strings.Cut(strings.TrimPrefix(final.URL, "http://127.0.0.1"), ":")
+	start := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		host := "127.0.0.1"
+		if r.URL.Path == "/elsewhere" {
+			host = "localhost" // the same server under a name the caller may not reach
+		}
+		http.Redirect(w, r, "http://"+host+":"+port+"/final?sig=secret", http.StatusFound)
+	})
+	svc := newService(t, nil, withPolicy(t, `
+version: 1
+targets:
+  - host: "127.0.0.1"
+    follow_redirects: true
+    max_redirects: 2
+`))
+	auth := identity.New(identity.Config{Callers: []identity.Caller{
+		{Name: "local", Tokens: [][32]byte{identity.HashToken("l")}, AllowTargets: []egress.HostPattern{egress.MustParseHostPattern("127.0.0.1")}},
+	}})
+	ctx := identity.NewContext(t.Context(), authenticated(t, auth, "l"))
+
+	resp, err := svc.Fetch(ctx, &fetchdv1.FetchRequest{Url: start.URL + "/here"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	atts := resp.GetAttempts()
+	if resp.GetStatus() != 200 || string(resp.GetBody()) != "moved here" || len(atts) != 2 {
+		t.Fatalf("status %d body %q attempts %v", resp.GetStatus(), resp.GetBody(), atts)
+	}
+	if atts[0].GetStatus() != 302 || atts[0].GetUrl() != "" || !strings.Contains(atts[1].GetUrl(), "/final") || strings.Contains(atts[1].GetUrl(), "secret") {
+		t.Fatalf("attempt log = %v, want the 302 then the hop with its redacted URL", atts)
+	}
+
+	_, err = svc.Fetch(ctx, &fetchdv1.FetchRequest{Url: start.URL + "/elsewhere"})
+	wantCode(t, err, codes.PermissionDenied, `redirect to localhost refused: caller "local" may not reach it`)
+	if final.hits.Load() != 1 {
+		t.Fatalf("the refused hop reached the upstream (%d requests)", final.hits.Load())
+	}
+}
+
+// TestFetchRedirectsAreAnswersByDefault: without follow_redirects a 3xx is
+// the answer.
+func TestFetchRedirectsAreAnswersByDefault(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/other", http.StatusMovedPermanently)
+	})
+	resp, err := serve(t, newService(t, nil)).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetStatus() != 301 || up.hits.Load() != 1 {
+		t.Fatalf("status %d, %d upstream requests", resp.GetStatus(), up.hits.Load())
+	}
+}
