@@ -362,12 +362,12 @@ func TestTokenCommand(t *testing.T) {
 
 // pki is an in-test CA with a server certificate for localhost.
 type pki struct {
-	pool                         *x509.CertPool
+	pool                          *x509.CertPool
 	caFile, serverCert, serverKey string
-	ca                           *x509.Certificate
-	caKey                        *ecdsa.PrivateKey
-	serial                       atomic.Int64
-	mu                           sync.Mutex
+	ca                            *x509.Certificate
+	caKey                         *ecdsa.PrivateKey
+	serial                        atomic.Int64
+	mu                            sync.Mutex
 }
 
 func newPKI(t *testing.T) *pki {

@@ -12,12 +12,17 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -65,6 +70,8 @@ type Main struct {
 	policy    atomic.Pointer[policy.Set]
 	reloadMu  sync.Mutex
 	onReload  func(*policy.Set, error) // test hook
+	// wrapService, when set by a test, wraps the FetchService handler.
+	wrapService func(fetchdv1.FetchServiceServer) fetchdv1.FetchServiceServer
 	stopWatch context.CancelFunc
 
 	auth   *identity.Authenticator
@@ -131,16 +138,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	m.draining, m.endStreams = context.WithCancel(context.Background())
 	recover := recovery.WithRecoveryHandlerContext(m.recovered)
+	// The call log is outermost, so it also records calls refused by
+	// authentication and panics turned into INTERNAL by recovery.
+	callLog := selector.UnaryServerInterceptor(
+		logging.UnaryServerInterceptor(m.callLogger(), logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(traceFields)),
+		selector.MatchFunc(fetchdCall))
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
+		grpc.ChainUnaryInterceptor(callLog, recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	m.grpc = grpc.NewServer(opts...)
-	fetchdv1.RegisterFetchServiceServer(m.grpc, m.svc)
+	var fetchSvc fetchdv1.FetchServiceServer = m.svc
+	if m.wrapService != nil {
+		fetchSvc = m.wrapService(fetchSvc)
+	}
+	fetchdv1.RegisterFetchServiceServer(m.grpc, fetchSvc)
 	m.health = health.NewServer()
 	m.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	m.health.SetServingStatus(fetchdv1.FetchService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -302,6 +318,27 @@ func (m *Main) checkRedis(ctx context.Context, r *idempotency.Redis) {
 	if err := r.CheckConfig(ctx); err != nil {
 		m.Logger.Warn("fetchd: idempotency store check failed", "error", err)
 	}
+}
+
+// callLogger writes the one line per Fetch through fetchd's slog logger.
+func (m *Main) callLogger() logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
+		m.Logger.Log(ctx, slog.Level(level), msg, fields...)
+	})
+}
+
+// fetchdCall selects the calls of fetchd's own services for the call log;
+// health checks and reflection are not logged.
+func fetchdCall(_ context.Context, c interceptors.CallMeta) bool {
+	return strings.HasPrefix(c.FullMethod(), "/fetchd.")
+}
+
+// traceFields adds the call's trace ID to its log line.
+func traceFields(ctx context.Context) logging.Fields {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		return logging.Fields{"trace_id", sc.TraceID().String()}
+	}
+	return nil
 }
 
 // recovered turns a panic in a handler into INTERNAL with a generic message;

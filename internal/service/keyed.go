@@ -42,6 +42,7 @@ func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, 
 		cl, err = idempotency.ClaimWait(waitCtx, s.store, key, fp, lease, inFlightPoll)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			s.idempotencyEvent(ctx, idemInFlight)
 			return nil, errInFlight
 		}
 	}
@@ -49,10 +50,13 @@ func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, 
 	case err != nil:
 		return nil, err
 	case cl.Token != 0:
+		s.idempotencyEvent(ctx, idemClaimed)
 		return s.sendClaimed(ctx, key, cl.Token, oreq)
 	case cl.Entry.Fingerprint != fp:
+		s.idempotencyEvent(ctx, idemConflict)
 		return nil, errKeyConflict
 	default:
+		s.idempotencyEvent(ctx, idemReplayed)
 		return replay(cl.Entry.Response)
 	}
 }

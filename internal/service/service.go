@@ -12,12 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
-	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
@@ -35,11 +35,13 @@ var _ fetcher = (*outbound.Client)(nil)
 type Service struct {
 	fetchdv1.UnimplementedFetchServiceServer
 
-	client   fetcher
-	store    idempotency.Store
-	policies atomic.Pointer[policy.Set]
-	logger   *slog.Logger
-	now      func() time.Time
+	client        fetcher
+	store         idempotency.Store
+	policies      atomic.Pointer[policy.Set]
+	logger        *slog.Logger
+	now           func() time.Time
+	meterProvider metric.MeterProvider
+	meters        meters
 
 	draining atomic.Bool
 
@@ -64,7 +66,16 @@ func WithPolicySet(set *policy.Set) Option {
 	}
 }
 
-// WithLogger sets the logger for the one line logged per Fetch. Default: slog.Default().
+// WithMeterProvider sets where the service's metrics go
+// (fetchd.fetch.duration, fetchd.idempotency.outcomes). Default: none.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(s *Service) { s.meterProvider = mp }
+}
+
+// WithLogger sets the logger for what goes wrong outside a call's own
+// answer (store updates, unmapped errors). The one line per Fetch is written
+// by the gRPC logging interceptor from the fields the service adds.
+// Default: slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
 
 // WithNow sets the clock. Default: time.Now.
@@ -85,6 +96,7 @@ func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	s.meters = newMeters(s.meterProvider)
 	return s
 }
 
@@ -137,15 +149,19 @@ func (s *Service) Shutdown(ctx context.Context) error {
 func (s *Service) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
 	start := s.now()
 	id := caller(ctx)
-	resp, applied, err := s.fetch(ctx, id, req)
+	var info callInfo
+	resp, err := s.fetch(ctx, id, req, &info)
+	trace := traceID(ctx)
 	if err != nil {
-		st := toStatus(err, applied)
+		st := toStatus(err, info.applied, trace)
 		if status.Code(st) == codes.Internal {
 			s.logger.ErrorContext(ctx, "fetch: unmapped error", "error", err)
 		}
 		err = st
+	} else {
+		resp.TraceId = trace
 	}
-	s.log(ctx, id, req, resp, err, s.now().Sub(start))
+	s.observe(ctx, id, &info, resp, err, s.now().Sub(start))
 	return resp, err
 }
 
@@ -161,30 +177,32 @@ func caller(ctx context.Context) *identity.Identity {
 }
 
 // fetch runs one call. The policy is read once, at the start: a reload
-// while the call runs does not change what it runs with. applied is set once
-// the policy is resolved, for the response and the failure details.
-func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, *fetchdv1.AppliedPolicy, error) {
+// while the call runs does not change what it runs with. info is filled as
+// the call learns its target and policy, for telemetry and failure details.
+func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv1.FetchRequest, info *callInfo) (*fetchdv1.FetchResponse, error) {
 	if s.draining.Load() {
-		return nil, nil, errDraining
+		return nil, errDraining
 	}
 	if !id.Allow() {
-		return nil, nil, &rateLimitedError{caller: id.Name, rate: id.RateLimit()}
+		return nil, &rateLimitedError{caller: id.Name, rate: id.RateLimit()}
 	}
 	c, err := validate(req)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	host := c.u.Hostname()
+	info.host = host
 	res, err := s.policies.Load().Resolve(c.ask, req.GetPolicy(), host)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	applied := appliedPB(&res, id.Name)
+	info.applied = applied
 	if !id.Permits(host) {
-		return nil, applied, &notPermittedError{caller: id.Name, host: host}
+		return nil, &notPermittedError{caller: id.Name, host: host}
 	}
 	if err := c.complete(&res); err != nil {
-		return nil, applied, err
+		return nil, err
 	}
 	oreq := &outbound.Request{
 		Method: c.method,
@@ -211,12 +229,12 @@ func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv
 		resp, err = s.fetchKeyed(ctx, key, c, oreq, res.InFlightWait)
 	}
 	if err != nil {
-		return nil, applied, err
+		return nil, err
 	}
 	if !resp.GetReplayed() {
 		resp.Policy = applied
 	}
-	return resp, applied, nil
+	return resp, nil
 }
 
 func responsePB(r *outbound.Response) *fetchdv1.FetchResponse {
@@ -276,26 +294,4 @@ func eachHeader(h http.Header, f func(name, value string)) {
 			f(name, v)
 		}
 	}
-}
-
-// log writes the one structured line per Fetch. It never logs bodies, header
-// values or the URL's query.
-func (s *Service) log(ctx context.Context, id *identity.Identity, req *fetchdv1.FetchRequest, resp *fetchdv1.FetchResponse, err error, took time.Duration) {
-	if !s.logger.Enabled(ctx, slog.LevelInfo) {
-		return
-	}
-	attrs := []slog.Attr{
-		slog.String("caller", id.Name),
-		slog.String("method", truncate(req.GetMethod(), 32)),
-		slog.String("url", egress.RedactURL(req.GetUrl())),
-		slog.Duration("duration", took),
-		slog.Bool("keyed", req.GetIdempotencyKey() != ""),
-	}
-	if resp != nil {
-		attrs = append(attrs, slog.Int("status", int(resp.GetStatus())), slog.Int("attempts", len(resp.GetAttempts())), slog.Bool("replayed", resp.GetReplayed()))
-	}
-	if err != nil {
-		attrs = append(attrs, slog.String("error", err.Error()))
-	}
-	s.logger.LogAttrs(ctx, slog.LevelInfo, "fetch", attrs...)
 }

@@ -51,8 +51,8 @@ func (e *rateLimitedError) Error() string {
 
 // toStatus maps every error the Fetch flow can produce to its gRPC status.
 // It is the only place that chooses codes and client-visible messages.
-// applied, when known, goes into the failure details.
-func toStatus(err error, applied *fetchdv1.AppliedPolicy) error {
+// applied and traceID, when known, go into the failure details.
+func toStatus(err error, applied *fetchdv1.AppliedPolicy, traceID string) error {
 	var (
 		invalid      *invalidError
 		urlErr       *egress.URLError
@@ -94,11 +94,11 @@ func toStatus(err error, applied *fetchdv1.AppliedPolicy) error {
 	case errors.Is(err, errDraining):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
-		return withAttempts(codes.DeadlineExceeded, "deadline exceeded before the upstream answered", exhausted, err, applied)
+		return withAttempts(codes.DeadlineExceeded, "deadline exceeded before the upstream answered", exhausted, err, applied, traceID)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "the call was cancelled")
 	case errors.As(err, &exhausted):
-		return withAttempts(codes.Unavailable, "no upstream answer", exhausted, err, applied)
+		return withAttempts(codes.Unavailable, "no upstream answer", exhausted, err, applied, traceID)
 	}
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		return err
@@ -109,7 +109,7 @@ func toStatus(err error, applied *fetchdv1.AppliedPolicy) error {
 // withAttempts builds a status whose message names the last attempt's
 // outcome class and whose details carry every attempt as a FetchFailure (with
 // its person-readable detail, for on-call engineers).
-func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error, applied *fetchdv1.AppliedPolicy) error {
+func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedError, err error, applied *fetchdv1.AppliedPolicy, traceID string) error {
 	if exhausted == nil && !errors.As(err, &exhausted) {
 		return status.Error(code, msg)
 	}
@@ -122,6 +122,7 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 		Attempts:     attemptsPB(atts),
 		Policy:       applied,
 		RetryStopped: exhausted.Stopped,
+		TraceId:      traceID,
 	})
 	if derr != nil {
 		return status.Error(code, msg)

@@ -349,8 +349,10 @@ type FetchResponse struct {
 	// Every attempt made, in order (empty on a replay).
 	Attempts []*Attempt `protobuf:"bytes,4,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// Served from the idempotency store; upstream not called.
-	Replayed bool   `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
-	TraceId  string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Replayed bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// The W3C trace ID of this call (hex), continuing the caller's trace when
+	// its metadata carried a traceparent.
+	TraceId string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// The policy the call ran with, after precedence and caps (unset on a
 	// replay).
 	Policy *AppliedPolicy `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
@@ -672,7 +674,9 @@ type FetchFailure struct {
 	Attempts []*Attempt             `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	Policy   *AppliedPolicy         `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
 	// As FetchResponse.retry_stopped.
-	RetryStopped  string `protobuf:"bytes,3,opt,name=retry_stopped,json=retryStopped,proto3" json:"retry_stopped,omitempty"`
+	RetryStopped string `protobuf:"bytes,3,opt,name=retry_stopped,json=retryStopped,proto3" json:"retry_stopped,omitempty"`
+	// As FetchResponse.trace_id: the trace of this call, to look up its spans.
+	TraceId       string `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -724,6 +728,13 @@ func (x *FetchFailure) GetPolicy() *AppliedPolicy {
 func (x *FetchFailure) GetRetryStopped() string {
 	if x != nil {
 		return x.RetryStopped
+	}
+	return ""
+}
+
+func (x *FetchFailure) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
 	}
 	return ""
 }
@@ -787,11 +798,12 @@ const file_fetchd_v1_fetchd_proto_rawDesc = "" +
 	"\abackoff\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\abackoff\x12%\n" +
 	"\x0ebackoff_reason\x18\x06 \x01(\tR\rbackoffReason\x12\x16\n" +
 	"\x06detail\x18\a \x01(\tR\x06detail\x12\x10\n" +
-	"\x03url\x18\b \x01(\tR\x03url\"\x95\x01\n" +
+	"\x03url\x18\b \x01(\tR\x03url\"\xb0\x01\n" +
 	"\fFetchFailure\x12.\n" +
 	"\battempts\x18\x01 \x03(\v2\x12.fetchd.v1.AttemptR\battempts\x120\n" +
 	"\x06policy\x18\x02 \x01(\v2\x18.fetchd.v1.AppliedPolicyR\x06policy\x12#\n" +
-	"\rretry_stopped\x18\x03 \x01(\tR\fretryStopped2J\n" +
+	"\rretry_stopped\x18\x03 \x01(\tR\fretryStopped\x12\x19\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId2J\n" +
 	"\fFetchService\x12:\n" +
 	"\x05Fetch\x12\x17.fetchd.v1.FetchRequest\x1a\x18.fetchd.v1.FetchResponseB1Z/github.com/fetchd/fetchd/gen/fetchd/v1;fetchdv1b\x06proto3"
 

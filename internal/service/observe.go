@@ -1,0 +1,145 @@
+package service
+
+import (
+	"context"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/identity"
+	"github.com/fetchd/fetchd/internal/telemetry"
+)
+
+// Idempotency outcomes, recorded as events on the Fetch span and counted in
+// fetchd.idempotency.outcomes.
+const (
+	idemClaimed  = "claimed"
+	idemReplayed = "replayed"
+	idemConflict = "conflict"
+	idemInFlight = "in_flight"
+)
+
+// meters are the service's metric instruments.
+type meters struct {
+	duration metric.Float64Histogram
+	idem     metric.Int64Counter
+	hosts    *telemetry.HostLabels
+}
+
+func newMeters(mp metric.MeterProvider) meters {
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := mp.Meter("github.com/fetchd/fetchd/internal/service")
+	// Errors from instrument creation only come with invalid names; the
+	// instruments returned are then no-ops, which is the right fallback.
+	duration, _ := m.Float64Histogram("fetchd.fetch.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Duration of Fetch calls, by target host, outcome and caller."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+	idem, _ := m.Int64Counter("fetchd.idempotency.outcomes",
+		metric.WithDescription("Keyed Fetch calls by idempotency outcome: claimed, replayed, conflict, in_flight."))
+	return meters{duration: duration, idem: idem, hosts: telemetry.NewHostLabels(0)}
+}
+
+// callInfo is what one Fetch learned about itself, for telemetry.
+type callInfo struct {
+	host    string
+	applied *fetchdv1.AppliedPolicy
+}
+
+// idempotencyEvent records an idempotency outcome on the Fetch span and in
+// the counter.
+func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
+	trace.SpanFromContext(ctx).AddEvent("idempotency."+outcome, trace.WithAttributes(attribute.String("fetchd.idempotency.outcome", outcome)))
+	s.meters.idem.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+}
+
+// observe records a finished Fetch: attributes on its span, the duration
+// metric, and the fields of its one log line (written by the logging
+// interceptor when the call finishes). Nothing recorded carries a body, a
+// header, the URL's path or query, or the idempotency key.
+func (s *Service) observe(ctx context.Context, id *identity.Identity, info *callInfo, resp *fetchdv1.FetchResponse, err error, took time.Duration) {
+	outcome := outcomeOf(resp, err)
+	host := info.host
+	if host == "" {
+		host = "none"
+	}
+	label := s.meters.hosts.Label(host)
+	s.meters.duration.Record(ctx, took.Seconds(), metric.WithAttributes(
+		attribute.String("target.host", label),
+		attribute.String("outcome", outcome),
+		attribute.String("caller", id.Name),
+	))
+
+	span := trace.SpanFromContext(ctx)
+	attrs := []attribute.KeyValue{
+		attribute.String("fetchd.caller", id.Name),
+		attribute.String("fetchd.target.host", host),
+		attribute.String("fetchd.outcome", outcome),
+	}
+	fields := logging.Fields{"caller", id.Name, "target_host", host, "outcome", outcome}
+	if info.applied != nil {
+		attrs = append(attrs, attribute.String("fetchd.policy", info.applied.GetName()))
+		fields = append(fields, "policy", info.applied.GetName())
+	}
+	if resp != nil {
+		attrs = append(attrs,
+			attribute.Int("fetchd.upstream.status", int(resp.GetStatus())),
+			attribute.Int("fetchd.attempts", len(resp.GetAttempts())),
+			attribute.Bool("fetchd.replayed", resp.GetReplayed()))
+		fields = append(fields, "status", resp.GetStatus(), "attempts", len(resp.GetAttempts()), "replayed", resp.GetReplayed())
+		if resp.GetRetryStopped() != "" {
+			attrs = append(attrs, attribute.String("fetchd.retry_stopped", resp.GetRetryStopped()))
+			fields = append(fields, "retry_stopped", resp.GetRetryStopped())
+		}
+	}
+	span.SetAttributes(attrs...)
+	logging.AddFields(ctx, fields)
+}
+
+// outcomeOf is the metric outcome: the HTTP status class of an answer, or
+// the gRPC code's canonical name in lower case.
+func outcomeOf(resp *fetchdv1.FetchResponse, err error) string {
+	if err == nil {
+		if c := resp.GetStatus() / 100; c >= 1 && c <= 5 {
+			return string(rune('0'+c)) + "xx"
+		}
+		return "other"
+	}
+	return codeName(status.Code(err))
+}
+
+// codeName turns codes.DeadlineExceeded into "deadline_exceeded".
+func codeName(c codes.Code) string {
+	name := c.String()
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// traceID is the hex trace ID of ctx's span, "" when there is none.
+func traceID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
