@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -66,6 +65,13 @@ func (m *Main) Reload() error {
 	if !sameServer(set.Server(), old.Server()) {
 		m.Logger.Warn("fetchd: the policy file's server section changed; restart fetchd to apply it", "config", m.Config)
 	}
+	if set.IdempotencyTTL() != old.IdempotencyTTL() {
+		m.Logger.Warn("fetchd: idempotency.ttl changed; it applies to the store from the next restart", "config", m.Config,
+			"running", old.IdempotencyTTL(), "file", set.IdempotencyTTL())
+	}
+	if len(m.AllowCIDRs) > 0 && !slices.Equal(set.AllowCIDRs(), old.AllowCIDRs()) {
+		m.Logger.Warn("fetchd: egress.allow_cidrs changed in the file, but --allow-cidr on the command line wins", "config", m.Config)
+	}
 	if cidrs := m.allowCIDRs(set); !slices.Equal(cidrs, m.allowCIDRs(old)) {
 		m.client.SetGuard(egress.New(egress.WithAllow(cidrs...)))
 	}
@@ -85,11 +91,16 @@ func (m *Main) notifyReload(set *policy.Set, err error) {
 
 // watchConfig reloads the policy file when it changes (a new modification
 // time, size or inode; an editor's rename-over or a ConfigMap's symlink swap
-// both count). It stops when ctx ends.
+// both count) and the change has settled: the file must look the same on
+// two ticks in a row, so a file caught half-written is not loaded. The first
+// look compares against nothing, so an edit made while fetchd was starting
+// is not missed (Reload does nothing when the content is unchanged). It
+// returns when ctx ends.
 func (m *Main) watchConfig(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last, _ := fileStamp(m.Config)
+	var loaded, pending stamp
+	missing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,14 +109,19 @@ func (m *Main) watchConfig(ctx context.Context, every time.Duration) {
 		}
 		cur, err := fileStamp(m.Config)
 		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) || last != (stamp{}) {
+			if !missing {
 				m.Logger.Warn("fetchd: cannot read the policy file; the running policy stays", "config", m.Config, "error", err)
 			}
-			last = stamp{}
+			missing, pending = true, stamp{}
 			continue
 		}
-		if cur != last {
-			last = cur
+		missing = false
+		switch {
+		case cur == loaded:
+		case cur != pending:
+			pending = cur // changed since the last tick: let it settle
+		default:
+			loaded = cur
 			m.Reload() // logs its own outcome
 		}
 	}

@@ -113,7 +113,9 @@ func TestOneLogLinePerFetch(t *testing.T) {
 }
 
 // panicky is a FetchService whose Fetch panics.
-type panicky struct{ fetchdv1.UnimplementedFetchServiceServer }
+type panicky struct {
+	fetchdv1.UnimplementedFetchServiceServer
+}
 
 func (panicky) Fetch(context.Context, *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
 	panic("handler bug: secret-state-in-panic")

@@ -257,8 +257,18 @@ func TestPolicyReloadsWhenTheFileChanges(t *testing.T) {
 	_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL, Policy: "fast"})
 	wantCode(t, err, codes.InvalidArgument, `"fast"`)
 
+	next := func() reload {
+		t.Helper()
+		select {
+		case r := <-reloads:
+			return r
+		case <-time.After(time.Minute): // a bound on a hang, not a wait for time to pass
+			t.Fatal("no reload within a minute")
+			return reload{}
+		}
+	}
 	replaceFile(t, path, base+"policies:\n  fast: {retry: {max_attempts: 1}}\n")
-	if r := <-reloads; r.err != nil {
+	if r := next(); r.err != nil {
 		t.Fatalf("reload of a valid file: %v", r.err)
 	}
 	if _, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL, Policy: "fast"}); err != nil {
@@ -266,7 +276,7 @@ func TestPolicyReloadsWhenTheFileChanges(t *testing.T) {
 	}
 
 	replaceFile(t, path, base+"policies:\n  fast: {retry: {max_atempts: 1}}\n")
-	r := <-reloads
+	r := next()
 	if r.err == nil || !strings.Contains(r.err.Error(), "max_atempts") {
 		t.Fatalf("reload of a bad file = %v, want an error naming the key", r.err)
 	}

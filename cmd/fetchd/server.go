@@ -72,7 +72,8 @@ type Main struct {
 	onReload  func(*policy.Set, error) // test hook
 	// wrapService, when set by a test, wraps the FetchService handler.
 	wrapService func(fetchdv1.FetchServiceServer) fetchdv1.FetchServiceServer
-	stopWatch context.CancelFunc
+	stopWatch   context.CancelFunc
+	watching    chan struct{} // closed when the config watcher has returned
 
 	auth   *identity.Authenticator
 	store  idempotency.Store
@@ -179,8 +180,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	if m.Config != "" && m.ReloadInterval > 0 {
 		watchCtx, stop := context.WithCancel(context.Background())
-		m.stopWatch = stop
-		go m.watchConfig(watchCtx, m.ReloadInterval)
+		m.stopWatch, m.watching = stop, make(chan struct{})
+		go func() {
+			defer close(m.watching)
+			m.watchConfig(watchCtx, m.ReloadInterval)
+		}()
 	}
 	cidrs := cidrList(m.allowCIDRs(set))
 	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil,
@@ -248,6 +252,7 @@ func (m *Main) Close() error {
 	deadline := time.Now().Add(m.DrainTimeout)
 	if m.stopWatch != nil {
 		m.stopWatch()
+		<-m.watching // no reload may run against a closing client and store
 	}
 	if m.svc != nil {
 		m.svc.Drain() // before health turns, so whoever sees NOT_SERVING is also refused

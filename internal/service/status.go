@@ -116,7 +116,12 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 	atts := exhausted.Attempts
 	if n := len(atts); n > 0 {
 		last := atts[n-1]
-		msg = fmt.Sprintf("%s after %d attempt(s); last: %s", msg, n, describe(last))
+		if refused(last) && !exhausted.Sent {
+			// Nothing reached the upstream: say why, not "no answer".
+			msg = last.Detail + "; nothing was sent"
+		} else {
+			msg = fmt.Sprintf("%s after %d attempt(s); last: %s", msg, n, describe(last))
+		}
 	}
 	st, derr := status.New(code, msg).WithDetails(&fetchdv1.FetchFailure{
 		Attempts:     attemptsPB(atts),
@@ -130,10 +135,16 @@ func withAttempts(code codes.Code, msg string, exhausted *outbound.ExhaustedErro
 	return st.Err()
 }
 
+// refused reports an attempt that fetchd's own protection of the target
+// refused before sending.
+func refused(a outbound.Attempt) bool {
+	return a.Error == outbound.ClassBreakerOpen || a.Error == outbound.ClassTargetHold
+}
+
 func describe(a outbound.Attempt) string {
 	switch {
-	case a.Error == outbound.ClassBreakerOpen, a.Error == outbound.ClassTargetHold:
-		// Nothing was sent; the detail says why and for how long.
+	case refused(a):
+		// The detail says why and for how long.
 		return a.Detail
 	case a.Error != "":
 		return a.Error
