@@ -40,7 +40,7 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("fetchd", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&m.Listen, "listen", m.Listen, "gRPC listen address (port 0 picks a free one; the log says which)")
-	fs.StringVar(&m.Admin, "admin", m.Admin, "admin HTTP listen address (health); empty disables")
+	fs.StringVar(&m.Admin, "admin", m.Admin, "admin HTTP listen address (/healthz, /metrics); empty disables")
 	fs.StringVar(&m.Config, "config", m.Config, "policy file (YAML); reloaded on SIGHUP and when it changes; a bad file is refused and the running policy kept")
 	fs.StringVar(&m.Store, "store", m.Store, "idempotency store: file:PATH (embedded, durable), redis://HOST:PORT/DB (fleet) or memory:")
 	fs.Var((*cidrList)(&m.AllowCIDRs), "allow-cidr", "address range the egress guard lets through (repeatable), e.g. 127.0.0.0/8 for local tests")

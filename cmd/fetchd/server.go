@@ -22,6 +22,8 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,6 +40,7 @@ import (
 	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/policy"
 	"github.com/fetchd/fetchd/internal/service"
+	"github.com/fetchd/fetchd/internal/telemetry"
 )
 
 // Defaults of the command line.
@@ -75,6 +78,7 @@ type Main struct {
 	stopWatch   context.CancelFunc
 	watching    chan struct{} // closed when the config watcher has returned
 
+	tel    *telemetry.Telemetry
 	auth   *identity.Authenticator
 	store  idempotency.Store
 	client *outbound.Client
@@ -115,6 +119,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if m.tel, err = telemetry.Setup(ctx, telemetry.Config{Logger: m.Logger}); err != nil {
+		return fmt.Errorf("telemetry (OTEL_* environment): %w", err)
+	}
 	store, err := idempotency.Open(ctx, m.Store, idempotency.WithTTL(set.IdempotencyTTL()))
 	if err != nil {
 		return fmt.Errorf("--store: %w", err)
@@ -125,7 +132,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.client = outbound.New(egress.New(egress.WithAllow(m.allowCIDRs(set)...)))
 	m.auth = identity.New(set.Identity())
-	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set))
+	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
+		service.WithMeterProvider(m.tel.MeterProvider()))
 
 	m.grpcLn, err = net.Listen("tcp", m.Listen)
 	if err != nil {
@@ -145,6 +153,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		logging.UnaryServerInterceptor(m.callLogger(), logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(traceFields)),
 		selector.MatchFunc(fetchdCall))
 	opts := []grpc.ServerOption{
+		// The server span of each call, continuing the caller's W3C trace
+		// context; health checks and reflection are not traced.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(m.tel.TracerProvider()),
+			otelgrpc.WithMeterProvider(m.tel.MeterProvider()),
+			otelgrpc.WithPropagators(m.tel.Propagator()),
+			otelgrpc.WithFilter(filters.ServicePrefix("fetchd.")))),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
 		grpc.ChainUnaryInterceptor(callLog, recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
@@ -187,9 +202,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}()
 	}
 	cidrs := cidrList(m.allowCIDRs(set))
-	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil,
+	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil, "traces", exporting(m.tel),
 		"store", storeKind(m.Store), "allow_cidr", cidrs.String(), "policy", policySource(m.Config), "digest", short(set.Digest()))
 	return nil
+}
+
+func exporting(t *telemetry.Telemetry) string {
+	if e := t.Exporting(); e != "" {
+		return e
+	}
+	return "not exported (no OTEL_* exporter set)"
 }
 
 func policySource(config string) string {
@@ -294,6 +316,12 @@ func (m *Main) Close() error {
 	if m.client != nil {
 		m.client.Close()
 	}
+	if m.tel != nil {
+		// Flush the spans of the calls that just finished.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, m.tel.Shutdown(ctx))
+		cancel()
+	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
 	}
@@ -355,6 +383,7 @@ func (m *Main) recovered(ctx context.Context, p any) error {
 
 func (m *Main) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.tel.MetricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := m.health.Check(r.Context(), &healthpb.HealthCheckRequest{})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
