@@ -72,11 +72,14 @@ func (m *Main) Reload() error {
 	if len(m.AllowCIDRs) > 0 && !slices.Equal(set.AllowCIDRs(), old.AllowCIDRs()) {
 		m.Logger.Warn("fetchd: egress.allow_cidrs changed in the file, but --allow-cidr on the command line wins", "config", m.Config)
 	}
+	guard := m.guard
 	if cidrs := m.allowCIDRs(set); !slices.Equal(cidrs, m.allowCIDRs(old)) {
-		m.client.SetGuard(egress.New(egress.WithAllow(cidrs...)))
+		guard = egress.New(egress.WithAllow(cidrs...))
+		m.guard = guard
+		m.client.SetGuard(guard) // retires transports dialled under the old guard once idle
 	}
 	m.auth.Update(set.Identity())
-	m.svc.SetPolicy(set)
+	m.svc.SetPolicy(set, guard)
 	m.policy.Store(set)
 	m.Logger.Info("fetchd: policy reloaded", "config", m.Config, "digest", short(set.Digest()), "policies", set.PolicyNames())
 	m.notifyReload(set, nil)

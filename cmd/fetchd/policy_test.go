@@ -449,3 +449,24 @@ func writePEM(t *testing.T, path, kind string, der []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestReloadNarrowsTheEgressGuard: a reload that drops egress.allow_cidrs
+// refuses the range for calls that start afterwards, although a pooled
+// connection to it was idle.
+func TestReloadNarrowsTheEgressGuard(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer up.Close()
+	path := writePolicy(t, "version: 1\negress: {allow_cidrs: [127.0.0.0/8]}\nanonymous: {allow: loopback}\n")
+	m, conn := startWithPolicy(t, path, func(m *Main) { m.ReloadInterval = 0 })
+	client := fetchdv1.NewFetchServiceClient(conn)
+	if _, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL}); err != nil {
+		t.Fatal(err)
+	}
+	replaceFile(t, path, "version: 1\nanonymous: {allow: loopback}\n")
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL})
+	wantCode(t, err, codes.PermissionDenied, "egress guard refused")
+}

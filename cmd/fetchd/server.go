@@ -79,6 +79,7 @@ type Main struct {
 	watching    chan struct{} // closed when the config watcher has returned
 
 	tel    *telemetry.Telemetry
+	guard  *egress.Guard // of the running policy; changed only by Reload
 	auth   *identity.Authenticator
 	store  idempotency.Store
 	client *outbound.Client
@@ -130,10 +131,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if r, ok := m.store.(*idempotency.Redis); ok {
 		m.checkRedis(ctx, r)
 	}
-	m.client = outbound.New(egress.New(egress.WithAllow(m.allowCIDRs(set)...)))
+	m.guard = egress.New(egress.WithAllow(m.allowCIDRs(set)...))
+	m.client = outbound.New(m.guard)
 	m.auth = identity.New(set.Identity())
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
-		service.WithMeterProvider(m.tel.MeterProvider()))
+		service.WithGuard(m.guard), service.WithMeterProvider(m.tel.MeterProvider()))
 
 	m.grpcLn, err = net.Listen("tcp", m.Listen)
 	if err != nil {

@@ -11,7 +11,8 @@ import (
 
 // BenchmarkDo compares a pooled net/http client with Client.Do for a small
 // GET to a local upstream, serially and in parallel, without and with the
-// default per-target protection (retry budget, breaker, shared hold):
+// default per-target protection (retry budget, breaker, shared hold), and
+// with a guard of the request's own (Request.Guard):
 //
 //	go test -run '^$' -bench BenchmarkDo -benchmem ./internal/outbound/
 func BenchmarkDo(b *testing.B) {
@@ -64,11 +65,18 @@ func BenchmarkDo(b *testing.B) {
 		_, err := c.Do(context.Background(), protected)
 		return err
 	}
+	// The same with the request's own egress guard, as the service sends
+	// every request (Request.Guard).
+	guarded := &Request{Method: "GET", URL: u, Policy: protected.Policy, Guard: loopback()}
+	guardedGet := func() error {
+		_, err := c.Do(context.Background(), guarded)
+		return err
+	}
 
 	for _, bc := range []struct {
 		name string
 		get  func() error
-	}{{"direct", directGet}, {"outbound", outboundGet}, {"outbound-protected", protectedGet}} {
+	}{{"direct", directGet}, {"outbound", outboundGet}, {"outbound-protected", protectedGet}, {"outbound-guard", guardedGet}} {
 		b.Run(bc.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

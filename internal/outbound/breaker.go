@@ -79,9 +79,16 @@ func (b Breaker) normalized() Breaker {
 // unresolvable, a failed TLS handshake, an unreadable answer; such a failure
 // counts even after a status arrived (the body broke off). Anything the
 // caller, the deadline, the guard or the body limit ended, and unknown
-// errors, count neither way. Any other status is a success.
-func verdict(status int, class string) outcome {
+// errors, count neither way; so do timeouts when shortened is true (the
+// caller asked for shorter timeouts than the policy's: Policy.ShortenedTimeouts).
+// Any other status is a success.
+func verdict(status int, class string, shortened bool) outcome {
 	switch class {
+	case ClassConnectTimeout, ClassReadTimeout, ClassAttemptTimeout:
+		if shortened {
+			return outcomeNeutral
+		}
+		return outcomeFailure
 	case "":
 		switch status {
 		case http.StatusInternalServerError, http.StatusBadGateway,
@@ -89,11 +96,29 @@ func verdict(status int, class string) outcome {
 			return outcomeFailure
 		}
 		return outcomeSuccess
-	case ClassConnectRefused, ClassConnectTimeout, ClassDNS, ClassTLS,
-		ClassReset, ClassReadTimeout, ClassAttemptTimeout, ClassProtocol:
+	case ClassConnectRefused, ClassDNS, ClassTLS, ClassReset, ClassProtocol:
 		return outcomeFailure
 	}
 	return outcomeNeutral
+}
+
+// standing grades the breaker for the protections table: guarding when it
+// is open or half-open (an open one whose OpenFor has passed still limits
+// the calls to probes), active when closed with a failure in a row or in its
+// window, idle otherwise.
+func (b *breaker) standing(now time.Time) standing {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != breakerClosed {
+		return standingGuarding
+	}
+	if b.streak > 0 {
+		return standingActive
+	}
+	if _, failures := b.counts.sum(now); failures > 0 {
+		return standingActive
+	}
+	return standingIdle
 }
 
 // permit is the breaker's leave for one attempt. The zero permit belongs to

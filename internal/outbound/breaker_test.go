@@ -46,8 +46,18 @@ func TestVerdict(t *testing.T) {
 		{0, ClassOther, outcomeNeutral},
 	}
 	for _, tt := range tests {
-		if got := verdict(tt.status, tt.class); got != tt.want {
-			t.Errorf("verdict(%d, %q) = %v, want %v", tt.status, tt.class, got, tt.want)
+		if got := verdict(tt.status, tt.class, false); got != tt.want {
+			t.Errorf("verdict(%d, %q, false) = %v, want %v", tt.status, tt.class, got, tt.want)
+		}
+		// A caller's shortened timeouts say nothing about the upstream;
+		// every other outcome keeps its verdict.
+		want := tt.want
+		switch tt.class {
+		case ClassConnectTimeout, ClassReadTimeout, ClassAttemptTimeout:
+			want = outcomeNeutral
+		}
+		if got := verdict(tt.status, tt.class, true); got != want {
+			t.Errorf("verdict(%d, %q, true) = %v, want %v", tt.status, tt.class, got, want)
 		}
 	}
 }
@@ -485,5 +495,59 @@ func TestBreakerCountsConnectFailures(t *testing.T) {
 	}
 	if ex.Sent || ex.Stopped != StopBreaker || len(s.got()) != 1 {
 		t.Fatalf("Sent=%v Stopped=%q slept %v; want unsent, stopped by the breaker after one wait", ex.Sent, ex.Stopped, s.got())
+	}
+}
+
+// A caller that asks for a read timeout shorter than the upstream needs
+// (Policy.ShortenedTimeouts) cannot open the target's breaker for everyone
+// with its own timeouts; the same timeouts under the policy's own values
+// do open it, and a shortened run's other failures still count.
+func TestShortenedTimeoutsDoNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		shortened bool
+		slow      http.HandlerFunc // the first 5 answers; then 200
+		class     string
+		open      bool
+	}{
+		{"shortened read timeouts are neutral", true, hang(nil), ClassReadTimeout, false},
+		{"the policy's own read timeouts are failures", false, hang(nil), ClassReadTimeout, true},
+		{"a shortened run's 503s are failures", true, status(503), "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			slow := []http.HandlerFunc{tt.slow, tt.slow, tt.slow, tt.slow, tt.slow, status(200)}
+			up := newUpstream(t, slow...)
+			c, _ := newClient(t)
+			req := request(t, "GET", up.URL+"/", nil)
+			req.Policy = breakerPolicy(5)
+			req.Policy.ReadTimeout = time.Millisecond // the upstream takes until cancelled
+			req.Policy.ShortenedTimeouts = tt.shortened
+			for i := range 5 {
+				resp, err := c.Do(context.Background(), req)
+				var ex *ExhaustedError
+				switch {
+				case tt.class != "":
+					if !errors.As(err, &ex) || len(ex.Attempts) != 1 || ex.Attempts[0].Error != tt.class {
+						t.Fatalf("call %d: %v, want one attempt of class %s", i+1, err, tt.class)
+					}
+				case err != nil || resp.Status != 503:
+					t.Fatalf("call %d: %v %v, want the 503", i+1, resp, err)
+				}
+			}
+			resp, err := c.Do(context.Background(), req)
+			if tt.open {
+				refusedByBreaker(t, err, "after 5 consecutive failures")
+				if n := len(up.seen()); n != 5 {
+					t.Fatalf("upstream saw %d requests, want 5", n)
+				}
+				return
+			}
+			if err != nil || resp.Status != 200 {
+				t.Fatalf("sixth call: %v %v; want it let through by a closed breaker", resp, err)
+			}
+		})
 	}
 }

@@ -40,6 +40,15 @@ func (b *budget) request(now time.Time) {
 	b.mu.Unlock()
 }
 
+// empty reports whether the budget counted no request and no retry over the
+// window that ends at now: forgetting it would lose nothing.
+func (b *budget) empty(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	requests, retries := b.counts.sum(now)
+	return requests == 0 && retries == 0
+}
+
 // retry asks for one retry and counts it when granted. A retry is granted
 // while the retries counted over the window are fewer than Ratio times the
 // requests; otherwise the floor grants it if it has granted fewer than

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -111,11 +112,11 @@ func TestBudgetNormalized(t *testing.T) {
 	var p protection
 	now := time.Now
 	cfg := Policy{Budget: Budget{Ratio: math.NaN(), Window: time.Second}}.normalized().Budget
-	first := p.budgetFor(cfg, now)
-	if second := p.budgetFor(cfg, now); first != second {
+	first := p.budgetFor(cfg, now, true)
+	if second := p.budgetFor(cfg, now, true); first != second {
 		t.Fatal("the same budget config built new state")
 	}
-	if p.budgetFor(Budget{}, now) != nil {
+	if p.budgetFor(Budget{}, now, true) != nil {
 		t.Fatal("a disabled budget has state")
 	}
 }
@@ -185,12 +186,31 @@ func TestBudgetBoundsRetriesToDeadUpstream(t *testing.T) {
 // refuses).
 func TestBudgetAllowsRetriesOfHealthyUpstream(t *testing.T) {
 	t.Parallel()
-	up := newCounting(t, func(i int64) int {
-		if i%20 == 0 {
-			return 503
+	// Every 20th call fails its first attempt; a retry (a call seen before,
+	// by its X-Call header) always succeeds. Counting sends instead would
+	// let concurrent calls in lockstep land a retry on the next failing
+	// slot again and again.
+	var (
+		mu     sync.Mutex
+		calls  = map[string]bool{}
+		n      atomic.Int64
+		failed atomic.Int64
+	)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		mu.Lock()
+		seen := calls[r.Header.Get("X-Call")]
+		calls[r.Header.Get("X-Call")] = true
+		first := int64(len(calls))
+		mu.Unlock()
+		if !seen && first%20 == 0 {
+			failed.Add(1)
+			status(503)(w, r)
+			return
 		}
-		return 200
-	})
+		status(200)(w, r)
+	}))
+	t.Cleanup(up.Close)
 	clock := newFakeClock()
 	c, _ := newClient(t, WithNow(clock.now))
 	req := request(t, "GET", up.URL+"/", nil)
@@ -202,10 +222,12 @@ func TestBudgetAllowsRetriesOfHealthyUpstream(t *testing.T) {
 		retried atomic.Int64
 		errs    = make(chan error, 400)
 	)
-	for range 20 {
+	for g := range 20 {
 		wg.Go(func() {
-			for range 20 {
-				resp, err := c.Do(context.Background(), req)
+			for i := range 20 {
+				req := *req
+				req.Header = http.Header{"X-Call": {fmt.Sprintf("%d-%d", g, i)}}
+				resp, err := c.Do(context.Background(), &req)
 				if err != nil {
 					errs <- err
 					return
@@ -223,8 +245,8 @@ func TestBudgetAllowsRetriesOfHealthyUpstream(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if n, r := up.n.Load(), retried.Load(); n != 400+r || r < 400/20 {
-		t.Fatalf("upstream saw %d requests with %d retries, want 400 + retries and at least 20 retries", n, r)
+	if n, r := n.Load(), retried.Load(); n != 400+r || r != 400/20 || failed.Load() != r {
+		t.Fatalf("upstream saw %d requests and failed %d, with %d retries; want 400 + the 20 retries of the 20 failures", n, failed.Load(), r)
 	}
 }
 

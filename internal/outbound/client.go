@@ -27,10 +27,12 @@ type Client struct {
 	sleep           func(ctx context.Context, d time.Duration) error
 	jitter          func(limit time.Duration) time.Duration
 	maxTargets      int
+	maxProtected    int
 	maxConnsPerHost int
 	tlsConfig       *tls.Config
 
-	pool *pool
+	pool  *pool        // transports
+	prots *protections // the targets' budgets, breakers and holds
 }
 
 // New returns a Client whose every connection is checked and dialled by
@@ -41,6 +43,7 @@ func New(guard *egress.Guard, opts ...Option) *Client {
 		sleep:           sleepTimer,
 		jitter:          fullJitter,
 		maxTargets:      defaultMaxTargets,
+		maxProtected:    defaultMaxProtected,
 		maxConnsPerHost: defaultMaxConnsPerHost,
 	}
 	for _, opt := range opts {
@@ -49,22 +52,24 @@ func New(guard *egress.Guard, opts ...Option) *Client {
 	c.validate()
 	c.guard.Store(newGuarded(guard))
 	c.pool = newPool(c.maxTargets, c.newTransport)
+	c.prots = newProtections(c.maxProtected, c.now)
 	return c
 }
 
 // SetGuard makes g the egress guard of every later dial and IP literal
-// check; nil means egress.New(). It is how a policy reload narrows or widens
-// the allowed ranges. It is safe to call concurrently with Do; of two
-// concurrent calls, either may win.
+// check of the requests without a guard of their own (Request.Guard nil);
+// nil means egress.New(). It is how a policy reload narrows or widens the
+// allowed ranges. It is safe to call concurrently with Do; of two concurrent
+// calls, either may win.
 //
 // No Do that starts after SetGuard returns uses a connection dialled before:
 // every target's transport is retired (its idle connections are closed at
 // once, its busy ones as the requests on them finish) and replaced by a new
 // one on the target's next use; the targets' retry budgets, breakers and
 // holds are kept. A Do already running when SetGuard is called may finish
-// its attempts on the connections it was using; any connection it dials
-// from then on is checked by g. A redirect hop of such a Do gets a new
-// transport too.
+// its attempts on the connections it was using; without a Request.Guard,
+// any connection it dials from then on is checked by g, and with one, by
+// that guard still. A redirect hop of such a Do gets a new transport too.
 func (c *Client) SetGuard(g *egress.Guard) {
 	c.guard.Store(newGuarded(g))
 	c.pool.renew()
@@ -101,6 +106,9 @@ func (c *Client) validate() {
 	if c.maxTargets < 1 {
 		c.maxTargets = defaultMaxTargets
 	}
+	if c.maxProtected < 1 {
+		c.maxProtected = defaultMaxProtected
+	}
 	if c.maxConnsPerHost < 1 {
 		c.maxConnsPerHost = defaultMaxConnsPerHost
 	}
@@ -127,13 +135,16 @@ func (c *Client) Close() { c.pool.closeIdle() }
 // the target's shared Retry-After hold (ShareRetryAfter) is waited out; every
 // retry must moreover be granted by the target's retry budget. With
 // Policy.MaxRedirects, redirects are followed hop by hop, each hop against
-// its own target. See the package documentation.
+// its own target, with its own policy (Request.HopPolicy). Every connection
+// is checked and dialled by the run's egress guard (Request.Guard, else the
+// Client's). See the package documentation.
 //
 // Errors:
 //   - *ExhaustedError: no answer (connection failures, timeouts, the caller's
 //     cancel or deadline, the total timeout, a guard refusal, an open
 //     circuit breaker, a hold longer than the time left), or a redirect hop
-//     that was refused (Request.CheckRedirect: its Err is a *RedirectError);
+//     that was refused (Request.CheckRedirect or Request.HopPolicy: its Err
+//     is a *RedirectError);
 //     see its documentation for how to tell these apart;
 //   - *BodyTooLargeError (errors.Is ErrBodyTooLarge): the body is over
 //     Policy.MaxResponseBytes.
@@ -164,38 +175,53 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	return resp, err
 }
 
-// hop runs the attempt loop against r.url, with its target's pool and
+// hop runs the attempt loop against r.url, with its target's transport and
 // protection. When its answer is a redirect to follow, it returns nil, nil
 // with r.next set.
+//
+// The hop's settings are the target's own unless it is a redirect hop to
+// another target run with the request's own Policy (no Request.HopPolicy):
+// such a hop takes the target's transport and protection state as they are,
+// and never replaces them (see protection.budgetFor).
 func (r *run) hop() (*Response, error) {
-	if ae := r.c.checkLiteral(r.ctx, r.url); ae != nil {
+	if ae := r.checkLiteral(); ae != nil {
 		if r.hops == 0 {
 			return nil, &ExhaustedError{Err: ae}
 		}
 		r.appendLog(Attempt{Number: len(r.log) + 1, Error: ae.class, Detail: ae.detail})
 		return nil, r.exhausted(ae, "")
 	}
+	key := targetKey(r.url)
+	own := r.hops == 0 || r.req.HopPolicy != nil || key == targetKey(r.req.URL)
 	maxConns := r.p.MaxConns
 	if maxConns <= 0 {
 		maxConns = r.c.maxConnsPerHost
 	}
-	r.target = r.c.pool.get(r.url, maxConns)
+	r.target = r.c.pool.get(key, r.url.Scheme, maxConns, r.req.Guard, own)
 	defer r.target.done()
-	r.budget = r.target.prot.budgetFor(r.p.Budget, r.c.now)
-	r.breaker = r.target.prot.breakerFor(r.p.Breaker, r.c.now)
+	r.prot = r.c.prots.get(key)
+	defer r.prot.release()
+	r.budget = r.prot.budgetFor(r.p.Budget, r.c.now, own)
+	r.breaker = r.prot.breakerFor(r.p.Breaker, r.c.now, own)
 	defer r.permit.cancel() // a permit taken for an attempt never sent
 	return r.loop()
 }
 
-// checkLiteral asks the guard about a host that is an IP literal before
-// anything is dialled, so that a refused literal fails at once. Names are
-// checked when dialled, by the guard's dialer.
-func (c *Client) checkLiteral(ctx context.Context, u *url.URL) *attemptError {
+// checkLiteral asks the run's guard (Request.Guard, else the Client's) about
+// a host that is an IP literal before anything is dialled, so that a refused
+// literal fails at once. Names are checked when dialled, by the guard's
+// dialer.
+func (r *run) checkLiteral() *attemptError {
+	u := r.url
 	host := u.Hostname()
 	if _, err := netip.ParseAddr(host); err != nil {
 		return nil
 	}
-	if _, err := c.guard.Load().Resolve(ctx, host); err != nil {
+	g := r.req.Guard
+	if g == nil {
+		g = r.c.guard.Load().Guard
+	}
+	if _, err := g.Resolve(r.ctx, host); err != nil {
 		ae := &attemptError{class: ClassOther, detail: redact(err.Error(), u), cause: err}
 		if errors.Is(err, egress.ErrDenied) {
 			ae.class = ClassDenied
@@ -222,6 +248,7 @@ type run struct {
 
 	// The current hop's target and its protection.
 	target  *target
+	prot    *protection
 	budget  *budget  // nil: retries unbounded
 	breaker *breaker // nil: never refuses
 	permit  permit   // the breaker's permit for the next attempt, until it is sent
@@ -230,6 +257,7 @@ type run struct {
 	hopURL     string   // r.url redacted, for Attempt.URL; "" before the first redirect
 	next       *url.URL // the redirect that loop asks to follow; nil when none
 	nextStatus int      // its status
+	nextPolicy *Policy  // its policy, from Request.HopPolicy; nil without
 	crossed    bool     // a hop left the request's own target: credentials dropped
 
 	log  []Attempt
@@ -252,7 +280,7 @@ func (r *run) loop() (*Response, error) {
 			r.share(x)
 			switch {
 			case retryable(r.method, r.req.Keyed, status, "", r.p.RetryOn, false):
-				x.permit.settle(verdict(status, ""), r.c.now()) // before the breaker is asked again
+				x.permit.settle(verdict(status, "", r.p.ShortenedTimeouts), r.c.now()) // before the breaker is asked again
 				var w time.Duration
 				var why string
 				if w, why, stop = r.retry(n, status, x.resp.Header, r.floor(x)); stop == "" {
@@ -415,7 +443,7 @@ func (r *run) held(now time.Time) time.Duration {
 	if !r.p.ShareRetryAfter {
 		return 0
 	}
-	return r.target.prot.hold.left(now)
+	return r.prot.hold.left(now)
 }
 
 // share extends the target's hold by the Retry-After of x's answer, when the
@@ -425,7 +453,7 @@ func (r *run) share(x *exchange) {
 		return
 	}
 	now := r.c.now()
-	r.target.prot.hold.extend(now, heldFor(x.resp.StatusCode, x.resp.Header, now, r.p.MaxRetryAfter))
+	r.prot.hold.extend(now, heldFor(x.resp.StatusCode, x.resp.Header, now, r.p.MaxRetryAfter))
 }
 
 // holdDetail explains a hold of h that does not end in time.
@@ -450,7 +478,7 @@ func (r *run) refused(class, detail, stop string) *ExhaustedError {
 // breaker how the attempt went (unless it was told already), and reports
 // whether the exchange may have reached the upstream.
 func (r *run) record(x *exchange, status int, class, detail string) bool {
-	x.permit.settle(verdict(status, class), r.c.now())
+	x.permit.settle(verdict(status, class, r.p.ShortenedTimeouts), r.c.now())
 	recs, sent := x.records(status, class, detail)
 	r.appendLog(recs...)
 	r.sent = r.sent || sent

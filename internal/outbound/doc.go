@@ -9,14 +9,22 @@
 //     resolves the name, checks every address and dials the checked address.
 //     An IP literal host is checked before anything is dialled. A guard
 //     refusal is never retried. No proxy is taken from the environment.
-//     [Client.SetGuard] replaces the guard: no Do that starts after it
-//     returns uses a connection dialled under the old one (every target's
-//     transport is retired and its idle connections closed).
+//     The guard of a run is Request.Guard, for every literal check and every
+//     dial of the run (retries and redirect hops included), whatever
+//     [Client.SetGuard] does meanwhile; without one, the Client's guard in
+//     force at each check and dial. Transports are kept per guard, so a
+//     connection is only ever reused by runs of the guard that dialled it.
+//     [Client.SetGuard] replaces the Client's guard: no Do that starts after
+//     it returns uses a connection dialled before (every target's transport
+//     is retired and its idle connections closed).
 //   - Redirects are not followed (a 3xx is an answer) unless
 //     Policy.MaxRedirects says so, and then each hop is checked again:
 //     egress.ParseURL, then Request.CheckRedirect, then the egress guard
 //     when it is dialled, each hop against its own target (pool, budget,
-//     breaker, hold, MaxAttempts). Authorization, Cookie and
+//     breaker, hold, MaxAttempts) with the policy Request.HopPolicy gives
+//     for it (TotalTimeout and MaxRedirects stay the request's). A hop run
+//     with another target's settings (no HopPolicy) never replaces its
+//     target's transport, budget or breaker. Authorization, Cookie and
 //     Proxy-Authorization are dropped from the first hop that leaves the
 //     request's own (scheme, host, port) on. Following a redirect is not a
 //     retry: a 307 or 308 re-sends the method and body, unsafe or not, to
@@ -62,18 +70,29 @@
 //     an *ExhaustedError whose Sent is false; a refused retry ends the run
 //     with the previous outcome. Every retryable outcome that is not retried
 //     says why in Stopped. Everything about a retry (budget, breaker permit,
-//     hold) is decided before its wait, never after it.
-//   - That protection state lives with the target's place in the pool and
-//     is forgotten when the target is evicted as least recently used. Each
-//     Do reads its settings from its own Policy; settings that differ from
-//     those the target's budget or breaker was built with (a policy reload)
-//     replace that piece with a fresh one, and a MaxConns that differs from
-//     the one its transport was built with replaces the transport (the old
-//     one closes its connections as its requests finish). All of it reads
-//     the Client's clock (WithNow), never the wall clock directly, and is
-//     safe for concurrent use: the pool's mutex is held only to find (or
-//     build) the target's entry; the budget and the breaker each have a
-//     mutex of their own, the hold is lock-free.
+//     hold) is decided before its wait, never after it. The breaker counts
+//     what an outcome says about the upstream only: a timeout of a run whose
+//     caller shortened its timeouts (Policy.ShortenedTimeouts) counts
+//     neither way, so no caller can open a breaker for everyone with its own
+//     impatience.
+//   - That protection state is kept per target apart from the transports,
+//     bounded by WithMaxProtectedTargets (default 4096): dropping a
+//     transport (WithMaxTargets, a MaxConns change, SetGuard) never forgets
+//     it, and calls to other targets (other ports of a host) can only make
+//     it go in this order: idle targets first (nothing to lose), then active
+//     ones, least recently used first, and targets holding calls back (an
+//     open or half-open breaker, a hold in force) only when every target
+//     kept is. Each Do reads its settings from its own Policy; settings that
+//     are the target's own and differ from those its budget or breaker was
+//     built with (a policy reload) replace that piece with a fresh one, and
+//     a MaxConns that differs from the one its transport was built with
+//     replaces the transport (the old one closes its connections as its
+//     requests finish). All of it reads the Client's clock (WithNow), never
+//     the wall clock directly, and is safe for concurrent use: the pool's
+//     and the protection table's mutexes are each held only to find (or
+//     build) an entry, and for a sweep of the table when it is full (O(n),
+//     at most once per n/64 new targets); the budget and the breaker each
+//     have a mutex of their own, the hold is lock-free.
 //   - Time: TotalTimeout and the caller's deadline bound everything, backoff
 //     included; each attempt gets min(AttemptTimeout, time left); the connect
 //     timeout bounds dial and TLS handshake; the read timeout is the longest
@@ -101,17 +120,19 @@
 //
 // Ownership: Do reads the Request and never modifies or retains it (a
 // redirect's changes to method, body and headers apply to the run's own
-// copies); the returned Response and its slices belong to the caller. Do
-// closes every upstream response body it opens. [Client.Close] closes idle
+// copies), nor a Policy that Request.HopPolicy returns; the returned
+// Response and its slices belong to the caller. Do keeps a reference to
+// Request.Guard in its pool of transports (until they are evicted or
+// retired). Do closes every upstream response body it opens. [Client.Close] closes idle
 // connections; it does not interrupt requests in flight.
 //
 // Concurrency: a [Client] is safe for concurrent use; one Client should serve
 // the whole process so that connections are pooled and targets protected as
-// a whole. Pools are per (scheme, host, port) and bounded in number (least
-// recently used evicted, its idle connections closed, its protection state
-// forgotten) and in connections per host (Policy.MaxConns, or
-// WithMaxConnsPerHost). [Client.SetGuard] may be called at any time,
-// concurrently with Do.
+// a whole. Pools are per (scheme, host, port) and Request.Guard, bounded in
+// number (WithMaxTargets; least recently used evicted, its idle connections
+// closed, its target's protection state kept) and in connections per host
+// (Policy.MaxConns, or WithMaxConnsPerHost). [Client.SetGuard] may be called
+// at any time, concurrently with Do.
 //
 // Errors: [ExhaustedError] and [BodyTooLargeError] carry the attempt log.
 // Ask, in this order: errors.As(err, *[RedirectError]) (and for the

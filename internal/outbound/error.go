@@ -29,14 +29,16 @@ var (
 // attempt that ran failed (refused, reset, timed out), the caller cancelled,
 // the deadline ran out, or the egress guard refused the address; or that a
 // redirect was to be followed (Policy.MaxRedirects) and its hop failed so,
-// or was refused by the guard or by Request.CheckRedirect.
+// or was refused by the guard, by Request.CheckRedirect or by
+// Request.HopPolicy.
 //
 // Err is the last attempt's failure, the context's error, or a
 // *RedirectError. errors.Is and errors.As on the ExhaustedError tell the
 // cases apart, and should be asked in this order:
 //
-//   - *RedirectError (errors.As): Request.CheckRedirect refused a redirect
-//     hop; errors.As and errors.Is find the caller's own error through it.
+//   - *RedirectError (errors.As): Request.CheckRedirect or Request.HopPolicy
+//     refused a redirect hop; errors.As and errors.Is find the caller's own
+//     error through it.
 //     Sent is true, and the last Attempt is the redirect's.
 //   - egress.ErrDenied: the guard refused the address (PERMISSION_DENIED);
 //     errors.As finds the *egress.DeniedError. Attempts may be empty. When
@@ -90,15 +92,15 @@ func (e *ExhaustedError) Error() string {
 // Unwrap returns Err.
 func (e *ExhaustedError) Unwrap() error { return e.Err }
 
-// RedirectError reports a redirect hop that [Request].CheckRedirect refused.
-// Do returns it as the Err of an *ExhaustedError whose Attempts end with the
-// redirect's attempt and whose Sent is true. It unwraps to CheckRedirect's
-// error, so errors.Is and errors.As on what Do returns find the caller's own
-// error.
+// RedirectError reports a redirect hop that [Request].CheckRedirect refused,
+// or for which [Request].HopPolicy gave no policy. Do returns it as the Err
+// of an *ExhaustedError whose Attempts end with the redirect's attempt and
+// whose Sent is true. It unwraps to the caller's error, so errors.Is and
+// errors.As on what Do returns find the caller's own error.
 type RedirectError struct {
 	URL    string // the refused hop, with query values redacted (egress.RedactURL)
 	Status int    // the redirect's status: 301, 302, 303, 307 or 308
-	Err    error  // CheckRedirect's error
+	Err    error  // CheckRedirect's or HopPolicy's error
 }
 
 func (e *RedirectError) Error() string {

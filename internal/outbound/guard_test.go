@@ -3,8 +3,10 @@ package outbound
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -166,5 +168,97 @@ func TestSetGuardConcurrentWithDo(t *testing.T) {
 	c.SetGuard(loopback())
 	if _, err := c.Do(context.Background(), req); err != nil {
 		t.Fatalf("after the last SetGuard: %v", err)
+	}
+}
+
+// A run with its own guard (Request.Guard) keeps it for every dial, a retry
+// after SetGuard included; a run without one follows SetGuard. SetGuard is
+// called during the first backoff wait, after the first attempt's
+// connection was closed by the upstream, so the retry must dial.
+func TestRequestGuardOutlivesSetGuard(t *testing.T) {
+	t.Parallel()
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("own guard %v", own), func(t *testing.T) {
+			t.Parallel()
+			up := newUpstream(t, status(503, "Connection", "close"), status(200))
+			raw, res := namedURL(up)
+			allow := egress.New(egress.WithAllow(netip.MustParsePrefix("127.0.0.0/8")), egress.WithResolver(res))
+			refuse := egress.New(egress.WithResolver(res))
+			var c *Client
+			var once sync.Once
+			c = New(allow, WithSleep(func(ctx context.Context, _ time.Duration) error {
+				once.Do(func() { c.SetGuard(refuse) })
+				return ctx.Err()
+			}))
+			t.Cleanup(c.Close)
+
+			req := request(t, "GET", raw, nil)
+			if own {
+				req.Guard = allow
+			}
+			resp, err := c.Do(context.Background(), req)
+			if own {
+				if err != nil || resp.Status != 200 || len(resp.Attempts) != 2 {
+					t.Fatalf("err %v, resp %+v; want the retry dialled under the run's own guard", err, resp)
+				}
+				if n := up.conns.Load(); n != 2 {
+					t.Fatalf("upstream saw %d connections, want 2", n)
+				}
+				return
+			}
+			var ex *ExhaustedError
+			if !errors.Is(err, egress.ErrDenied) || !errors.As(err, &ex) || !ex.Sent ||
+				!slices.Equal(classes(ex.Attempts), []string{"Service Unavailable", ClassDenied}) {
+				t.Fatalf("err %v; want the retry refused by the guard SetGuard put in", err)
+			}
+		})
+	}
+}
+
+// The run's guard also checks IP literals and redirect hops, and connections
+// are pooled per guard: a run whose guard refuses an address never reuses a
+// connection to it dialled under another guard.
+func TestRequestGuardChecksEveryHopAndPoolsApart(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, status(200))
+	raw, res := namedURL(up)
+	allow := egress.New(egress.WithAllow(netip.MustParsePrefix("127.0.0.0/8")), egress.WithResolver(res))
+	refuse := egress.New(egress.WithResolver(res))
+
+	c := New(refuse)
+	t.Cleanup(c.Close)
+	literal := request(t, "GET", up.URL+"/", nil)
+	literal.Guard = allow
+	if resp, err := c.Do(context.Background(), literal); err != nil || resp.Status != 200 {
+		t.Fatalf("literal under the run's guard: %v", err)
+	}
+	if _, err := c.Do(context.Background(), request(t, "GET", up.URL+"/", nil)); !errors.Is(err, egress.ErrDenied) {
+		t.Fatalf("literal under the Client's guard: err = %v, want a denial", err)
+	}
+
+	// A redirect hop to a name dials under the run's guard.
+	a := newUpstream(t, redirectTo(302, raw))
+	hop := follows(t, "GET", a.URL+"/", nil, 1)
+	hop.Guard = allow
+	if resp, err := c.Do(context.Background(), hop); err != nil || resp.Status != 200 {
+		t.Fatalf("hop under the run's guard: %v", err)
+	}
+	named := request(t, "GET", raw, nil)
+	named.Guard = allow
+	if resp, err := c.Do(context.Background(), named); err != nil || resp.Status != 200 {
+		t.Fatalf("name under the run's guard: %v", err)
+	}
+	conns := up.conns.Load()
+
+	// The idle connection to upstream.test was dialled under allow; a run
+	// under refuse must dial its own, and is refused.
+	denied := request(t, "GET", raw, nil)
+	denied.Guard = refuse
+	var ex *ExhaustedError
+	if _, err := c.Do(context.Background(), denied); !errors.Is(err, egress.ErrDenied) || !errors.As(err, &ex) || ex.Sent {
+		t.Fatalf("a run under a refusing guard: err = %v, want a denial before anything was sent", err)
+	}
+	if n := up.conns.Load(); n != conns || len(up.seen()) != 3 {
+		t.Fatalf("upstream saw %d connections (was %d), %d requests; want nothing more", n, conns, len(up.seen()))
 	}
 }

@@ -31,11 +31,22 @@ func WithJitter(jitter func(limit time.Duration) time.Duration) Option {
 	return func(c *Client) { c.jitter = jitter }
 }
 
-// WithMaxTargets bounds how many (scheme, host, port) pools are kept; the
-// least recently used is evicted and its idle connections closed, and its
-// retry budget, circuit breaker and shared hold are forgotten. Default 1024.
+// WithMaxTargets bounds how many transports (one per (scheme, host, port)
+// and Request.Guard) are kept; the least recently used is evicted and its
+// idle connections closed. The target's retry budget, circuit breaker and
+// shared hold are kept apart and bounded by WithMaxProtectedTargets.
+// Default 1024; less than 1 means the default.
 func WithMaxTargets(n int) Option {
 	return func(c *Client) { c.maxTargets = n }
+}
+
+// WithMaxProtectedTargets bounds how many targets' retry budgets, circuit
+// breakers and shared holds are kept. Past it, idle targets (nothing to
+// lose) are forgotten first; targets whose state is active only when every
+// one is, those holding calls back (an open breaker, a hold) last. Default
+// 4096; less than 1 means the default.
+func WithMaxProtectedTargets(n int) Option {
+	return func(c *Client) { c.maxProtected = n }
 }
 
 // WithMaxConnsPerHost bounds the connections, idle or busy, to one target
@@ -55,6 +66,7 @@ func WithTLSConfig(cfg *tls.Config) Option {
 
 const (
 	defaultMaxTargets      = 1024
+	defaultMaxProtected    = 4096
 	defaultMaxConnsPerHost = 64
 	// drainLimit is how much of a discarded body is read so that its
 	// connection can be reused; a longer body closes the connection.

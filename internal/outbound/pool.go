@@ -11,17 +11,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fetchd/fetchd/internal/egress"
 )
 
-// target is one transport of a (scheme, host, port), and the protection
-// state of that (scheme, host, port). A Do holds on to the target it got
-// from the pool until it ends.
+// target is one transport of a (scheme, host, port), for the runs of one
+// egress guard. A Do holds on to the target it got from the pool until the
+// hop that uses it ends. The target's protection state is kept apart from it
+// (protections), so that dropping a transport never forgets a breaker.
 type target struct {
-	key       string
+	key       string        // the (scheme, host, port), see targetKey
+	guard     *egress.Guard // Request.Guard of the runs it serves; nil: the Client's guard
 	transport *http.Transport
-	maxConns  int         // the transport's MaxConnsPerHost
-	gen       uint64      // the pool's generation when the transport was built
-	prot      *protection // shared by every transport of the key
+	maxConns  int    // the transport's MaxConnsPerHost
+	gen       uint64 // the pool's generation when the transport was built
 	// evicted is set when the target left the pool: least recently used,
 	// replaced by a transport with another MaxConns, or retired by renew.
 	evicted atomic.Bool
@@ -35,22 +38,30 @@ func (t *target) done() {
 	}
 }
 
-// pool holds at most max targets, least recently used evicted first.
+// poolKey names one transport: the target, and the guard whose dials fill
+// it. Runs with different guards never share a connection: one dialled
+// under a wider guard must not serve a run whose guard would refuse it.
+type poolKey struct {
+	target string
+	guard  *egress.Guard
+}
+
+// pool holds at most max transports, least recently used evicted first.
 type pool struct {
 	mu    sync.Mutex
 	max   int
 	gen   uint64     // bumped by renew; a target of an older one is replaced
 	lru   *list.List // of *target, most recently used at the front
-	byKey map[string]*list.Element
-	build func(scheme string, maxConns int) *http.Transport
+	byKey map[poolKey]*list.Element
+	build func(scheme string, maxConns int, guard *egress.Guard) *http.Transport
 }
 
-func newPool(maxTargets int, build func(scheme string, maxConns int) *http.Transport) *pool {
-	return &pool{max: maxTargets, lru: list.New(), byKey: make(map[string]*list.Element), build: build}
+func newPool(maxTargets int, build func(scheme string, maxConns int, guard *egress.Guard) *http.Transport) *pool {
+	return &pool{max: maxTargets, lru: list.New(), byKey: make(map[poolKey]*list.Element), build: build}
 }
 
-// targetKey names the pool of u: scheme, lower-cased host and port, with the
-// scheme's default port filled in.
+// targetKey names the target of u: scheme, lower-cased host and port, with
+// the scheme's default port filled in.
 func targetKey(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
@@ -62,38 +73,41 @@ func targetKey(u *url.URL) string {
 	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
-// get returns the target of u with a transport of maxConns connections,
-// creating it and evicting the least recently used one if the pool is full.
-// A target whose transport was built with another maxConns, or before the
-// last renew, is replaced by one with a new transport and the same
-// protection state. An evicted or replaced transport's idle connections are
-// closed at once; requests still running on it finish normally, and each
-// closes the idle connections again as it ends (target.done).
-func (p *pool) get(u *url.URL, maxConns int) *target {
-	key := targetKey(u)
+// get returns the target key (targetKey of a URL of scheme) for the runs of
+// guard, with a transport of maxConns connections, creating it and evicting
+// the least recently used one if the pool is full. A target whose transport
+// was built before the last renew is replaced by one with a new transport;
+// so is one built with another maxConns, unless resize is false: a run whose
+// settings are not the target's own (a redirect hop run with the request's
+// own Policy) takes the transport as it is. An evicted or replaced
+// transport's idle connections are closed at once; requests still running
+// on it finish normally, and each closes the idle connections again as it
+// ends (target.done).
+func (p *pool) get(key, scheme string, maxConns int, guard *egress.Guard, resize bool) *target {
+	k := poolKey{target: key, guard: guard}
 	p.mu.Lock()
-	e, ok := p.byKey[key]
+	e, ok := p.byKey[k]
 	if ok {
 		p.lru.MoveToFront(e)
 		t := e.Value.(*target)
-		if t.maxConns == maxConns && t.gen == p.gen {
+		if t.gen == p.gen && (t.maxConns == maxConns || !resize) {
 			p.mu.Unlock()
 			return t
 		}
-		nt := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, gen: p.gen, prot: t.prot}
+		nt := &target{key: key, guard: guard, transport: p.build(scheme, maxConns, guard), maxConns: maxConns, gen: p.gen}
 		e.Value = nt
 		t.evicted.Store(true)
 		p.mu.Unlock()
 		t.transport.CloseIdleConnections()
 		return nt
 	}
-	t := &target{key: key, transport: p.build(u.Scheme, maxConns), maxConns: maxConns, gen: p.gen, prot: &protection{key: key}}
-	p.byKey[key] = p.lru.PushFront(t)
+	t := &target{key: key, guard: guard, transport: p.build(scheme, maxConns, guard), maxConns: maxConns, gen: p.gen}
+	p.byKey[k] = p.lru.PushFront(t)
 	var evicted []*target
 	for p.lru.Len() > p.max {
 		e := p.lru.Back()
 		old := p.lru.Remove(e).(*target)
-		delete(p.byKey, old.key)
+		delete(p.byKey, poolKey{target: old.key, guard: old.guard})
 		old.evicted.Store(true)
 		evicted = append(evicted, old)
 	}
@@ -115,9 +129,9 @@ func (p *pool) closeIdle() {
 }
 
 // renew retires every target's transport: each is marked evicted and its
-// idle connections are closed, and the next get of its key builds a new one
-// (keeping the protection state). No get that starts after renew returns
-// hands out a transport built before renew was called.
+// idle connections are closed, and the next get of its key builds a new one.
+// No get that starts after renew returns hands out a transport built before
+// renew was called.
 func (p *pool) renew() {
 	p.mu.Lock()
 	p.gen++
@@ -140,7 +154,7 @@ func (p *pool) targets() []*target {
 	return out
 }
 
-// keys lists the targets, most recently used first.
+// keys lists the targets of the transports, most recently used first.
 func (p *pool) keys() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -152,13 +166,21 @@ func (p *pool) keys() []string {
 }
 
 // newTransport builds the transport of one target, with at most maxConns
-// connections. Every connection goes through the egress guard's dialer; no
-// proxy is ever taken from the environment; TLS is set up by dialTLS so that
-// the per-request connect timeout bounds the handshake too.
-func (c *Client) newTransport(scheme string, maxConns int) *http.Transport {
+// connections, for the runs of guard. Every connection goes through the
+// egress guard's dialer: guard's own (Request.Guard), or, for nil, the
+// Client's guard in force when the dial starts (New, SetGuard). No proxy is
+// ever taken from the environment; TLS is set up by dialTLS so that the
+// per-request connect timeout bounds the handshake too.
+func (c *Client) newTransport(scheme string, maxConns int, guard *egress.Guard) *http.Transport {
+	var g *guarded // nil: c.guard at each dial
+	if guard != nil {
+		g = newGuarded(guard)
+	}
 	tr := &http.Transport{
-		Proxy:                  nil,
-		DialContext:            c.dial,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return c.dial(ctx, g, network, addr)
+		},
 		MaxConnsPerHost:        maxConns,
 		MaxIdleConns:           maxConns,
 		MaxIdleConnsPerHost:    maxConns,
@@ -167,7 +189,9 @@ func (c *Client) newTransport(scheme string, maxConns int) *http.Transport {
 		DisableCompression:     true, // bodies pass through as the upstream sent them
 	}
 	if scheme == "https" {
-		tr.DialTLSContext = c.dialTLS
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return c.dialTLS(ctx, g, network, addr)
+		}
 		tr.ForceAttemptHTTP2 = true
 	}
 	return tr
@@ -192,24 +216,32 @@ func connectContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return ctx, func() {}
 }
 
-// dial connects through the egress guard within the connect timeout.
-func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+// dial connects through the egress guard g (the Client's guard in force when
+// g is nil) within the connect timeout.
+func (c *Client) dial(ctx context.Context, g *guarded, network, addr string) (net.Conn, error) {
 	ctx, cancel := connectContext(ctx)
 	defer cancel()
-	conn, err := c.guard.Load().dial(ctx, network, addr)
+	if g == nil {
+		g = c.guard.Load()
+	}
+	conn, err := g.dial(ctx, network, addr)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}
 	return &trackedConn{Conn: conn}, nil
 }
 
-// dialTLS connects through the egress guard and completes the TLS handshake,
-// both within the connect timeout. The certificate is checked against the
-// URL's host, not the address dialled.
-func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+// dialTLS connects through the egress guard g (the Client's guard in force
+// when g is nil) and completes the TLS handshake, both within the connect
+// timeout. The certificate is checked against the URL's host, not the
+// address dialled.
+func (c *Client) dialTLS(ctx context.Context, g *guarded, network, addr string) (net.Conn, error) {
 	ctx, cancel := connectContext(ctx)
 	defer cancel()
-	raw, err := c.guard.Load().dial(ctx, network, addr)
+	if g == nil {
+		g = c.guard.Load()
+	}
+	raw, err := g.dial(ctx, network, addr)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}

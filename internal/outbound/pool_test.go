@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
+
+	"github.com/fetchd/fetchd/internal/egress"
 )
 
 func TestTargetKey(t *testing.T) {
@@ -31,13 +33,13 @@ func TestTargetKey(t *testing.T) {
 func TestPoolEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
 	built := map[string]int{}
-	p := newPool(2, func(scheme string, _ int) *http.Transport {
+	p := newPool(2, func(scheme string, _ int, _ *egress.Guard) *http.Transport {
 		built[scheme]++
 		return &http.Transport{}
 	})
 	get := func(raw string) *target {
 		u, _ := url.Parse(raw)
-		return p.get(u, 1)
+		return p.get(targetKey(u), u.Scheme, 1, nil, true)
 	}
 	a := get("http://a.example/")
 	b := get("http://b.example/")

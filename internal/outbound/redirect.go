@@ -42,7 +42,9 @@ func isRedirect(status int) bool {
 // that cannot be parsed, or that egress.ParseURL refuses (a scheme other
 // than http and https, credentials, a bad host or port), makes it an answer
 // with a detail: the upstream's answer is what the caller gets when fetchd
-// cannot act on it.
+// cannot act on it. A redirect to follow is asked of Request.HopPolicy last,
+// whose policy is kept in r.nextPolicy for follow; its error ends the run
+// like CheckRedirect's.
 func (r *run) redirect(status int, h http.Header) (next *url.URL, stop, detail string, err error) {
 	loc := h.Get("Location")
 	if loc == "" {
@@ -69,6 +71,14 @@ func (r *run) redirect(status int, h http.Header) (next *url.URL, stop, detail s
 			return nil, "", "", &RedirectError{URL: egress.RedactURL(u.String()), Status: status, Err: err}
 		}
 	}
+	if hopPolicy := r.req.HopPolicy; hopPolicy != nil {
+		cu := *u
+		p, err := hopPolicy(&cu)
+		if err != nil {
+			return nil, "", "", &RedirectError{URL: egress.RedactURL(u.String()), Status: status, Err: err}
+		}
+		r.nextPolicy = &p
+	}
 	return u, "", "", nil
 }
 
@@ -77,11 +87,19 @@ func (r *run) redirect(status int, h http.Header) (next *url.URL, stop, detail s
 // redirected by 303, becomes a GET without a body (RFC 9110 section 15.4,
 // the Fetch standard); everything else keeps its method and body. From the
 // first hop that leaves the request's own target on, credentials are not
-// sent.
+// sent. With Request.HopPolicy, the hop runs with the policy it gave, but
+// for TotalTimeout and MaxRedirects, which stay the request's own: the run's
+// context already bounds every hop, and the hops left are counted from the
+// request's limit.
 func (r *run) follow() {
 	u, status := r.next, r.nextStatus
 	r.next, r.nextStatus = nil, 0
 	r.hops++
+	if r.nextPolicy != nil {
+		p := r.nextPolicy.normalized()
+		p.TotalTimeout, p.MaxRedirects = r.p.TotalTimeout, r.p.MaxRedirects
+		r.p, r.nextPolicy = p, nil
+	}
 
 	var drop []string
 	if status == http.StatusSeeOther && r.method != http.MethodGet && r.method != http.MethodHead ||

@@ -3,6 +3,7 @@ package outbound
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -507,4 +509,219 @@ func TestRedirectTotalTimeoutBoundsEveryHop(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	within(t, done, "B's request to be cancelled")
+}
+
+// hopPolicies is a Request.HopPolicy that gives each hop the policy of its
+// host:port, as the service resolves each target's own rule, and records
+// the hops it was asked about.
+type hopPolicies struct {
+	mu     sync.Mutex
+	byHost map[string]Policy
+	asked  []string
+}
+
+func (h *hopPolicies) policy(u *url.URL) (Policy, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked = append(h.asked, u.String())
+	p, ok := h.byHost[u.Host]
+	if !ok {
+		return Policy{}, &refusal{host: u.Host}
+	}
+	return p, nil
+}
+
+func hostPort(raw string) string { return strings.TrimPrefix(raw, "http://") }
+
+// A call to A that redirects to B runs the hop with B's own settings: B's
+// open breaker stays open and refuses the hop, whatever A's breaker
+// settings are. Without a HopPolicy the hop runs with A's settings, which
+// must not replace B's breaker either.
+func TestRedirectHopKeepsTheHopTargetsBreaker(t *testing.T) {
+	t.Parallel()
+	for _, withHopPolicy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("HopPolicy %v", withHopPolicy), func(t *testing.T) {
+			t.Parallel()
+			b := newUpstream(t, status(500), status(200))
+			a := newUpstream(t, redirectTo(302, b.URL+"/"))
+			c, _ := newClient(t)
+
+			policyB := policy()
+			policyB.MaxAttempts, policyB.Breaker = 1, Breaker{ConsecutiveFailures: 1, OpenFor: time.Hour}
+			direct := request(t, "GET", b.URL+"/", nil)
+			direct.Policy = policyB
+			if resp, err := c.Do(context.Background(), direct); err != nil || resp.Status != 500 {
+				t.Fatalf("opening B's breaker: %v %+v", err, resp)
+			}
+
+			req := follows(t, "GET", a.URL+"/", nil, 1)
+			req.Policy.Breaker = Breaker{ConsecutiveFailures: 3, OpenFor: time.Minute} // A's rule: not B's
+			hops := &hopPolicies{byHost: map[string]Policy{hostPort(b.URL): policyB}}
+			if withHopPolicy {
+				req.HopPolicy = hops.policy
+			}
+			_, err := c.Do(context.Background(), req)
+			var ex *ExhaustedError
+			if !errors.As(err, &ex) || ex.Stopped != StopBreaker || !ex.Sent || len(ex.Attempts) != 2 ||
+				ex.Attempts[1].Error != ClassBreakerOpen || ex.Attempts[1].URL != hostOf(b.URL)+"/" ||
+				!strings.Contains(ex.Attempts[1].Detail, "after 1 consecutive failures") {
+				t.Fatalf("err %v, %+v; want the hop refused by B's open breaker", err, ex)
+			}
+			if n := len(b.seen()); n != 1 {
+				t.Errorf("B saw %d requests through its open breaker", n)
+			}
+			if withHopPolicy && !reflect.DeepEqual(hops.asked, []string{b.URL + "/"}) {
+				t.Errorf("HopPolicy asked about %v", hops.asked)
+			}
+			// B's breaker is the one it was: still open for direct calls.
+			_, err = c.Do(context.Background(), direct)
+			refusedByBreaker(t, err, "after 1 consecutive failures")
+		})
+	}
+}
+
+// A's rule has no retry budget; B's has one that grants no retry. A hop to
+// B is bound by B's budget.
+func TestRedirectHopUsesTheHopTargetsBudget(t *testing.T) {
+	t.Parallel()
+	for _, withHopPolicy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("HopPolicy %v", withHopPolicy), func(t *testing.T) {
+			t.Parallel()
+			b := newUpstream(t, status(503))
+			a := newUpstream(t, redirectTo(302, b.URL+"/"))
+			c, _ := newClient(t)
+
+			policyB := policy()
+			policyB.Budget = Budget{Window: 10 * time.Second} // no ratio, no floor: no retries
+			req := follows(t, "GET", a.URL+"/", nil, 1)
+			req.Policy.Budget = Budget{} // A: none
+			if withHopPolicy {
+				req.HopPolicy = (&hopPolicies{byHost: map[string]Policy{hostPort(b.URL): policyB}}).policy
+			} else {
+				// Without a HopPolicy, B's budget applies when B's own calls
+				// built it.
+				direct := request(t, "GET", b.URL+"/", nil)
+				direct.Policy = policyB
+				if resp, err := c.Do(context.Background(), direct); err != nil || resp.Stopped != StopBudget {
+					t.Fatalf("direct call to B: %v %+v", err, resp)
+				}
+			}
+			resp, err := c.Do(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Status != 503 || resp.Stopped != StopBudget || len(resp.Attempts) != 2 || resp.Attempts[0].Status != 302 {
+				t.Fatalf("got %d stopped %q after %v; want B's 503, its retry refused by B's budget", resp.Status, resp.Stopped, classes(resp.Attempts))
+			}
+		})
+	}
+}
+
+// The hop runs with the policy HopPolicy gives (B's MaxConns for B's
+// transport, B's MaxAttempts), except for TotalTimeout and MaxRedirects,
+// which stay the request's.
+func TestRedirectHopPolicy(t *testing.T) {
+	t.Parallel()
+	t.Run("the hop's own settings", func(t *testing.T) {
+		t.Parallel()
+		b := newUpstream(t, status(503))
+		a := newUpstream(t, redirectTo(302, b.URL+"/"))
+		c, _ := newClient(t)
+		policyB := policy()
+		policyB.MaxConns, policyB.MaxAttempts = 2, 1
+		req := follows(t, "GET", a.URL+"/", nil, 1)
+		req.Policy.MaxConns = 7
+		req.HopPolicy = (&hopPolicies{byHost: map[string]Policy{hostPort(b.URL): policyB}}).policy
+		resp, err := c.Do(context.Background(), req)
+		if err != nil || resp.Status != 503 || resp.Stopped != StopMaxAttempts || len(resp.Attempts) != 2 {
+			t.Fatalf("err %v, resp %+v; want B's 503 after B's one attempt", err, resp)
+		}
+		if n := poolTarget(t, c, a.URL).transport.MaxConnsPerHost; n != 7 {
+			t.Errorf("A's transport has %d connections, want 7", n)
+		}
+		if n := poolTarget(t, c, b.URL).transport.MaxConnsPerHost; n != 2 {
+			t.Errorf("B's transport has %d connections, want B's 2", n)
+		}
+	})
+	t.Run("the request's hop limit", func(t *testing.T) {
+		t.Parallel()
+		cc := newUpstream(t, status(200))
+		b := newUpstream(t, redirectTo(302, cc.URL+"/"))
+		a := newUpstream(t, redirectTo(302, b.URL+"/"))
+		c, _ := newClient(t)
+		policyB := policy()
+		policyB.MaxRedirects = 10
+		req := follows(t, "GET", a.URL+"/", nil, 1)
+		req.HopPolicy = (&hopPolicies{byHost: map[string]Policy{hostPort(b.URL): policyB, hostPort(cc.URL): policy()}}).policy
+		resp, err := c.Do(context.Background(), req)
+		if err != nil || resp.Status != 302 || resp.Stopped != StopMaxRedirects || len(cc.seen()) != 0 {
+			t.Fatalf("err %v, resp %+v, C saw %d; want B's 302 as the answer after the one hop", err, resp, len(cc.seen()))
+		}
+	})
+	t.Run("the request's total timeout", func(t *testing.T) {
+		t.Parallel()
+		done := make(chan struct{}, 1)
+		b := newUpstream(t, hang(done))
+		a := newUpstream(t, redirectTo(302, b.URL+"/"))
+		c, _ := newClient(t)
+		policyB := policy()
+		policyB.TotalTimeout = time.Hour
+		req := follows(t, "GET", a.URL+"/", nil, 1)
+		req.Policy.TotalTimeout = 200 * time.Millisecond
+		req.HopPolicy = (&hopPolicies{byHost: map[string]Policy{hostPort(b.URL): policyB}}).policy
+		_, err := c.Do(context.Background(), req)
+		var ex *ExhaustedError
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &ex) || ex.Attempts[1].Detail != "total timeout of 200ms ran out" {
+			t.Fatalf("err %v", err)
+		}
+		within(t, done, "B's request to be cancelled")
+	})
+	t.Run("an error refuses the hop", func(t *testing.T) {
+		t.Parallel()
+		b := newUpstream(t, status(200))
+		a := newUpstream(t, redirectTo(307, b.URL+"/x?sig=s3cret"))
+		c, _ := newClient(t)
+		req := follows(t, "POST", a.URL+"/", []byte("x"), 1)
+		hops := &hopPolicies{} // knows no host
+		req.HopPolicy = hops.policy
+		_, err := c.Do(context.Background(), req)
+		var mine *refusal
+		var re *RedirectError
+		var ex *ExhaustedError
+		if !errors.As(err, &mine) || !errors.As(err, &re) || !errors.As(err, &ex) {
+			t.Fatalf("err = %v (%T)", err, err)
+		}
+		if re.Status != 307 || re.URL != hostOf(b.URL)+"/x?sig=xxxxx" || !ex.Sent || len(ex.Attempts) != 1 {
+			t.Errorf("redirect error %+v, Sent %v, attempts %+v", re, ex.Sent, ex.Attempts)
+		}
+		if b.conns.Load() != 0 {
+			t.Error("B was reached")
+		}
+	})
+	t.Run("asked after CheckRedirect, with a copy", func(t *testing.T) {
+		t.Parallel()
+		b := newUpstream(t, status(200))
+		a := newUpstream(t, redirectTo(302, b.URL+"/x"))
+		c, _ := newClient(t)
+		req := follows(t, "GET", a.URL+"/", nil, 1)
+		var order []string
+		req.CheckRedirect = func(*url.URL) error { order = append(order, "check"); return nil }
+		req.HopPolicy = func(u *url.URL) (Policy, error) {
+			order = append(order, "policy")
+			u.Host, u.Path = "127.0.0.1:1", "/other"
+			return policy(), nil
+		}
+		resp, err := c.Do(context.Background(), req)
+		if err != nil || resp.Status != 200 || len(b.seen()) != 1 || b.seen()[0].uri != "/x" {
+			t.Fatalf("err %v, resp %+v", err, resp)
+		}
+		if !reflect.DeepEqual(order, []string{"check", "policy"}) {
+			t.Errorf("order %v", order)
+		}
+		req.CheckRedirect = func(u *url.URL) error { return &refusal{host: u.Host} }
+		order = nil
+		if _, err := c.Do(context.Background(), req); !errors.As(err, new(*refusal)) || len(order) != 0 {
+			t.Errorf("err %v, HopPolicy asked %v after CheckRedirect refused", err, order)
+		}
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/fetchd/fetchd/internal/egress"
 )
 
 // Policy is a fully resolved policy for one request. The caller fills every
@@ -24,6 +26,13 @@ type Policy struct {
 	// TotalTimeout bounds everything, backoff included; the context's
 	// deadline bounds it too. Zero or less: only the context bounds it.
 	TotalTimeout time.Duration
+	// ShortenedTimeouts says the caller asked for a connect, read or attempt
+	// timeout below the policy's own value. Timeouts of such a run (classes
+	// connect_timeout, read_timeout, attempt_timeout) say nothing about the
+	// upstream, and count neither way for the target's breaker; any other
+	// outcome of the run counts as usual. Without it, one caller asking for
+	// 1ms could open a healthy target's breaker for everyone.
+	ShortenedTimeouts bool
 
 	MaxAttempts    int           // >= 1; less is read as 1
 	InitialBackoff time.Duration // the cap of the first backoff
@@ -45,9 +54,15 @@ type Policy struct {
 	// The fields below protect and pool the target (scheme, host, port) as a
 	// whole. They come from the target's rule and the organisation's
 	// protection settings, so every request to one target carries the same
-	// values until the policy is reloaded. The state they govern lives with
-	// the target's place in the Client's pool: a target evicted as least
-	// recently used (WithMaxTargets) forgets its budget, breaker and hold.
+	// values until the policy is reloaded; a redirect hop carries the values
+	// of its own target when Request.HopPolicy gives them. The budget,
+	// breaker and hold they govern are kept per target apart from its
+	// transports, bounded by WithMaxProtectedTargets (idle targets forgotten
+	// first, those holding calls back last); dropping a transport
+	// (WithMaxTargets, a MaxConns change, SetGuard) keeps them. Settings
+	// that are not the target's own (a redirect hop to another target run
+	// with the request's Policy, without HopPolicy) never replace its
+	// transport or its state: the hop uses them as they are.
 
 	// MaxConns bounds the connections to the target, idle or busy; zero or
 	// less means the Client's default (WithMaxConnsPerHost). A request that
@@ -55,7 +70,8 @@ type Policy struct {
 	// gets a new transport (the budget, breaker and hold are kept); the old
 	// one's idle connections are closed at once, and its busy ones as their
 	// requests finish. Requests that alternate between two values would
-	// rebuild it each time.
+	// rebuild it each time. A target has one transport per Request.Guard
+	// in use, each bounded by MaxConns.
 	MaxConns int
 	// MaxRedirects is how many redirect hops are followed; zero or less
 	// means none: a 3xx is an answer like any other. When it is positive and
@@ -70,8 +86,11 @@ type Policy struct {
 	// Authorization, Cookie and Proxy-Authorization are not sent; every
 	// other header, the Idempotency-Key included, is. Each hop runs the
 	// whole attempt loop against its own target: the egress guard, the
-	// target's pool, budget, breaker and hold, and MaxAttempts of its own;
-	// TotalTimeout and the context bound all hops together. The redirect's
+	// target's pool, budget, breaker and hold, and MaxAttempts of its own,
+	// with the policy Request.HopPolicy gives for it (this Policy without
+	// one); TotalTimeout and the context bound all hops together, and the
+	// hops are counted against this MaxRedirects whatever the hops' own
+	// policies say. The redirect's
 	// body is drained (up to 4 KiB) and discarded. A redirect that is not
 	// followed is the answer: when the hop limit is reached (Stopped
 	// "max_redirects"), or when its Location is missing, cannot be parsed,
@@ -81,12 +100,13 @@ type Policy struct {
 	// Budget bounds the target's retries; the zero Budget bounds nothing. A
 	// request that carries different Budget settings than the target's
 	// budget was built with (a policy reload) replaces it with a fresh one:
-	// the counts start from zero.
+	// the counts start from zero; one whose Budget bounds nothing drops it.
 	Budget Budget
 	// Breaker is the target's circuit breaker; the zero Breaker never opens.
 	// A request that carries different Breaker settings than the target's
 	// breaker was built with (a policy reload) replaces it with a fresh,
-	// closed one.
+	// closed one; one whose Breaker never opens drops it. Timeouts of a run
+	// with ShortenedTimeouts do not count.
 	Breaker Breaker
 	// ShareRetryAfter makes a Retry-After on a 429 or 503 from the target
 	// hold every call to it until the time named (capped by MaxRetryAfter),
@@ -129,8 +149,9 @@ func (b Budget) Enabled() bool { return b.Window > 0 }
 // (connect_refused, connect_timeout, dns, tls, reset, read_timeout,
 // attempt_timeout, protocol), even after a status arrived (the body broke
 // off). An attempt ended by the caller, the deadline, the egress guard or
-// the body limit, or by an unknown error ("other"), counts neither way. Any
-// other status is a success.
+// the body limit, or by an unknown error ("other"), counts neither way, and
+// so does a timeout (connect_timeout, read_timeout, attempt_timeout) of a
+// run with Policy.ShortenedTimeouts. Any other status is a success.
 //
 // Closed, it opens after ConsecutiveFailures failures in a row, or when the
 // failures over Window reach FailureRatio of the attempts, once there are at
@@ -195,6 +216,29 @@ type Request struct {
 	// *ExhaustedError whose Err is a *RedirectError wrapping it. The egress
 	// guard checks every hop anyway.
 	CheckRedirect func(u *url.URL) error
+	// HopPolicy, when set, gives the policy a redirect hop to u runs with:
+	// the caller resolves the target rule of u's host (and the caller's ask)
+	// as it did for URL, so that the hop's target is protected and pooled
+	// by its own settings (MaxConns, Budget, Breaker, ShareRetryAfter) and
+	// runs with its own timeouts, attempts and limits. Two fields are not
+	// taken from it: TotalTimeout (the run's context already bounds every
+	// hop) and MaxRedirects (the hops left are counted from Policy's). It
+	// gets a copy of u (already checked by egress.ParseURL and
+	// CheckRedirect), is called on the goroutine of Do after CheckRedirect,
+	// and an error stops the run as CheckRedirect's does (a *RedirectError
+	// wrapping it). Nil means Policy for every hop, which is only right for
+	// tests and single-target use: a hop to another target then uses that
+	// target's transport and protection state as they are, and builds them
+	// from Policy only where there are none; it never replaces them.
+	HopPolicy func(u *url.URL) (Policy, error)
+	// Guard, when set, is the egress guard of this run: it checks an IP
+	// literal host before anything is dialled, and dials every connection
+	// of the run, retries and redirect hops included, whatever SetGuard
+	// does meanwhile. Its connections are pooled apart from those of other
+	// guards, so that no run reuses a connection its own guard did not
+	// allow. Nil means the Client's guard (New, SetGuard), read at each
+	// literal check and each dial.
+	Guard *egress.Guard
 }
 
 // Attempt records one real send of the request (or one attempt that failed

@@ -70,11 +70,15 @@ func (c *compiler) identity() identity.Config {
 			if !ok {
 				continue
 			}
-			if first, dup := certs[m]; dup {
-				c.fail(cd.At, "the same certificate identity is already given at %s (line %d); each identifies one caller", first.path, first.line)
+			// A DNS SAN matches whatever its case (identity compares DNS names
+			// case-insensitively), so two spellings are one identity.
+			key := m
+			key.DNS = strings.ToLower(key.DNS)
+			if first, dup := certs[key]; dup {
+				c.fail(cd.At, "the same certificate identity is already given at %s (line %d)%s; each identifies one caller", first.path, first.line, dnsCase(m.DNS))
 				continue
 			}
-			certs[m] = cd.At
+			certs[key] = cd.At
 			caller.Certificates = append(caller.Certificates, m)
 		}
 		if !d.Tokens.At.written() && len(d.Certificates) == 0 {
@@ -101,6 +105,38 @@ func (c *compiler) identity() identity.Config {
 	cfg.AnonymousAllowTargets = c.patterns(a.AllowTargets)
 	cfg.AnonymousRate = c.rate(&a.RateLimit)
 	return cfg
+}
+
+// dnsCase explains a duplicate certificate identity that is a DNS name.
+func dnsCase(dns string) string {
+	if dns == "" {
+		return ""
+	}
+	return " (DNS names match in any case)"
+}
+
+// validateIdentity is the second belt: the caller table compiled from the
+// file must also pass identity.Config.Validate, which is what makes it
+// unambiguous for the authenticator. Each problem it reports becomes an
+// *Error on the callers section. It runs only on a file without other
+// problems, whose checks above already cover Validate's; it catches what
+// they would miss.
+func (c *compiler) validateIdentity(cfg identity.Config) {
+	err := cfg.Validate()
+	if err == nil {
+		return
+	}
+	at := pos{path: "callers"}
+	if len(c.doc.Callers) > 0 {
+		at.line = c.doc.Callers[0].At.line
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		c.fail(at, "%v", e)
+	}
 }
 
 // tokenHash decodes "sha256:<64 hex>" (either case).

@@ -102,6 +102,9 @@ func (c *compiler) compile() *Set {
 		s.inFlightWait = o.V
 	}
 	s.identity = c.identity()
+	if len(c.errs) == 0 {
+		c.validateIdentity(s.identity)
+	}
 	return s
 }
 

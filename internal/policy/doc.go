@@ -61,6 +61,15 @@
 //   - Hard limits: max_request_bytes at most 8 MiB (fetchd's gRPC receive
 //     limit is 8 MiB + 64 KiB), max_response_bytes at most 64 MiB,
 //     max_redirects at most 20.
+//   - The caller table is unambiguous: a token hash or a certificate
+//     identity belongs to one caller (DNS names compared in any case, as
+//     the authenticator matches them), and the compiled table passes
+//     identity.Config.Validate, whose problems are reported as Errors on
+//     the callers key.
+//   - Resolve sets outbound.Policy.ShortenedTimeouts when the ask lowers
+//     the connect, read or attempt timeout below what the policy gives
+//     without it, so that a caller's own short timeouts never count against
+//     the target's breaker.
 //   - Secrets never appear in messages: a malformed token hash and the store
 //     URL are not echoed.
 //   - A Set is immutable after Load and safe for concurrent use; accessors

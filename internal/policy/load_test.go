@@ -70,6 +70,7 @@ var badFiles = map[string]struct{ prefix, msg string }{
 	"anonymous_caller_name.yaml":                 {"anonymous_caller_name.yaml:3: callers[0].name: ", `"anonymous" is reserved`},
 	"caller_without_credentials.yaml":            {"caller_without_credentials.yaml:3: callers[0]: ", `caller "checkout" has no tokens and no certificates`},
 	"certificate_two_fields.yaml":                {"certificate_two_fields.yaml:5: callers[0].certificates[0]: ", "give exactly one of uri, dns and common_name, got 2"},
+	"duplicate_certificate_dns_case.yaml":        {"duplicate_certificate_dns_case.yaml:8: callers[1].certificates[0]: ", "the same certificate identity is already given at callers[0].certificates[0] (line 5) (DNS names match in any case)"},
 	"empty_allow_targets.yaml":                   {"empty_allow_targets.yaml:5: callers[0].allow_targets: ", "is empty, which would allow no host at all"},
 	"default_policy_name.yaml":                   {"default_policy_name.yaml:3: policies.default: ", "write its values in the defaults section"},
 	"bad_listen.yaml":                            {"bad_listen.yaml:3: server.listen: ", `"localhost" is not a listen address`},
@@ -480,5 +481,39 @@ defaults:
 	r, _ := s.Resolve(Ask{}, "", "x.org")
 	if r.MaxRequestBytes != 1<<20 || r.Outbound.MaxResponseBytes != 1<<20 || r.Outbound.Multiplier != 3 {
 		t.Errorf("Resolved = %+v", r)
+	}
+}
+
+// TestLoadValidatesTheCallerTable checks the second belt: a caller table
+// that identity.Config.Validate refuses becomes an *Error on the callers
+// section (the file's own checks catch every such table today, so the
+// table is handed in directly).
+func TestLoadValidatesTheCallerTable(t *testing.T) {
+	t.Parallel()
+	c := &compiler{decoder: &decoder{file: "p.yaml"}, doc: &fileDoc{Callers: []callerDoc{{At: pos{path: "callers[0]", line: 3}}}}}
+	c.validateIdentity(identity.Config{Callers: []identity.Caller{
+		{Name: "checkout", Certificates: []identity.CertMatch{{DNS: "Svc.example.org"}}},
+		{Name: "billing", Certificates: []identity.CertMatch{{DNS: "svc.example.org"}}},
+		{Name: "reports"},
+	}})
+	if len(c.errs) != 2 {
+		t.Fatalf("got %d problems, want 2: %v", len(c.errs), c.err())
+	}
+	for _, e := range c.errs {
+		if e.File != "p.yaml" || e.Line != 3 || e.Key != "callers" {
+			t.Errorf("problem %q is not on callers (line 3)", e)
+		}
+	}
+	if msg := c.errs[0].Msg; !strings.Contains(msg, `caller "billing"`) || !strings.Contains(msg, `"checkout"`) {
+		t.Errorf("first problem %q does not name both callers", msg)
+	}
+	if msg := c.errs[1].Msg; !strings.Contains(msg, `caller "reports" has no tokens and no certificates`) {
+		t.Errorf("second problem %q", msg)
+	}
+
+	ok := &compiler{decoder: &decoder{file: "p.yaml"}, doc: &fileDoc{}}
+	ok.validateIdentity(identity.Config{Callers: []identity.Caller{{Name: "checkout", Tokens: [][sha256.Size]byte{{1}}}}})
+	if len(ok.errs) != 0 {
+		t.Errorf("a valid table: %v", ok.err())
 	}
 }

@@ -124,7 +124,8 @@ type Ask struct {
 }
 
 // Resolve returns the outbound policy for ask: unset fields take p's
-// defaults, asks above a cap are clamped to it. Validation of the ask's shape
+// defaults, asks above a cap are clamped to it. ShortenedTimeouts is set when
+// the ask lowers the connect, read or attempt timeout below p's own. Validation of the ask's shape
 // (negative durations, statuses out of range) is the caller's job. It is the
 // built-in policy only; Set.Resolve applies a policy file (and agrees with
 // this on DefaultSet, which a test checks).
@@ -144,10 +145,13 @@ func (p Policy) Resolve(ask Ask) outbound.Policy {
 	if len(ask.RetryOn) > 0 {
 		retryOn = ask.RetryOn
 	}
+	connect := pick(ask.ConnectTimeout, p.ConnectTimeout, p.MaxConnectTimeout)
+	read := pick(ask.ReadTimeout, p.ReadTimeout, p.MaxReadTimeout)
+	attempt := pick(ask.AttemptTimeout, p.AttemptTimeout, p.MaxAttemptTimeout)
 	return outbound.Policy{
-		ConnectTimeout:   pick(ask.ConnectTimeout, p.ConnectTimeout, p.MaxConnectTimeout),
-		ReadTimeout:      pick(ask.ReadTimeout, p.ReadTimeout, p.MaxReadTimeout),
-		AttemptTimeout:   pick(ask.AttemptTimeout, p.AttemptTimeout, p.MaxAttemptTimeout),
+		ConnectTimeout:   connect,
+		ReadTimeout:      read,
+		AttemptTimeout:   attempt,
 		TotalTimeout:     pick(ask.TotalTimeout, p.TotalTimeout, p.MaxTotalTimeout),
 		MaxAttempts:      max(attempts, 1),
 		InitialBackoff:   initial,
@@ -161,6 +165,9 @@ func (p Policy) Resolve(ask Ask) outbound.Policy {
 		Budget:           p.Budget,
 		Breaker:          p.Breaker,
 		ShareRetryAfter:  p.ShareRetryAfter,
+		ShortenedTimeouts: connect < min(p.ConnectTimeout, p.MaxConnectTimeout) ||
+			read < min(p.ReadTimeout, p.MaxReadTimeout) ||
+			attempt < min(p.AttemptTimeout, p.MaxAttemptTimeout),
 	}
 }
 

@@ -52,6 +52,19 @@ func TestResolveClampsAsks(t *testing.T) {
 			if got.TotalTimeout != 2*time.Second || got.ReadTimeout != time.Second || got.ConnectTimeout != p.ConnectTimeout {
 				t.Errorf("timeouts = %+v", got)
 			}
+			if !got.ShortenedTimeouts {
+				t.Error("a read timeout below the policy's is not reported as ShortenedTimeouts")
+			}
+		}},
+		{"a shorter total timeout alone shortens nothing the breaker counts", Ask{TotalTimeout: time.Second}, func(t *testing.T, p Policy, ask Ask) {
+			if p.Resolve(ask).ShortenedTimeouts {
+				t.Error("ShortenedTimeouts set for a total timeout")
+			}
+		}},
+		{"timeouts at or above the policy's are not shortened", Ask{ConnectTimeout: 3 * time.Second, ReadTimeout: time.Hour, AttemptTimeout: 11 * time.Second}, func(t *testing.T, p Policy, ask Ask) {
+			if p.Resolve(ask).ShortenedTimeouts {
+				t.Error("ShortenedTimeouts set")
+			}
 		}},
 		{"backoff asks are clamped and max never below initial", Ask{InitialBackoff: 5 * time.Second, MaxBackoff: time.Second, Multiplier: 100}, func(t *testing.T, p Policy, ask Ask) {
 			got := p.Resolve(ask)

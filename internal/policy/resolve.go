@@ -12,7 +12,10 @@ type Resolved struct {
 	// Outbound has every field set: timeouts, retry, Retry-After cap,
 	// response limit, and the target's MaxConns, MaxRedirects (0 unless the
 	// target rule follows redirects), Budget, Breaker and ShareRetryAfter.
-	// Its RetryOn is a fresh slice the caller may keep.
+	// Its ShortenedTimeouts is true when the ask made the connect, read or
+	// attempt timeout shorter than the policy gives without it (the layered
+	// value under its cap), so that the target's breaker does not count the
+	// caller's own timeouts. Its RetryOn is a fresh slice the caller may keep.
 	Outbound outbound.Policy
 	// Policy is the policy applied: "default" or the named policy.
 	Policy string
@@ -45,6 +48,8 @@ type Resolved struct {
 // org caps, tightened by the target rule's caps, clamp it; every clamp is
 // reported in Resolved.Clamped, asks are never refused. max_backoff is
 // never below initial_backoff, and a multiplier asked below 1 reads as 1.
+// An ask below what the policy gives for the connect, read or attempt
+// timeout sets Outbound.ShortenedTimeouts.
 // The ask's shape (negative durations, status ranges) is the caller's to
 // check: a negative or zero ask is unset.
 //
@@ -72,9 +77,17 @@ func (s *Set) Resolve(ask Ask, policyName, host string) (Resolved, error) {
 	o := &r.Outbound
 	caps := &t.caps
 
-	o.ConnectTimeout = c.dur(fConnect, "timeouts.connect", asked(ask.ConnectTimeout, layer(fConnect, pol, tv, def).connect), caps.connect)
-	o.ReadTimeout = c.dur(fRead, "timeouts.read", asked(ask.ReadTimeout, layer(fRead, pol, tv, def).read), caps.read)
-	o.AttemptTimeout = c.dur(fAttempt, "timeouts.attempt", asked(ask.AttemptTimeout, layer(fAttempt, pol, tv, def).attempt), caps.attempt)
+	connect := layer(fConnect, pol, tv, def).connect
+	read := layer(fRead, pol, tv, def).read
+	attempt := layer(fAttempt, pol, tv, def).attempt
+	o.ConnectTimeout = c.dur(fConnect, "timeouts.connect", asked(ask.ConnectTimeout, connect), caps.connect)
+	o.ReadTimeout = c.dur(fRead, "timeouts.read", asked(ask.ReadTimeout, read), caps.read)
+	o.AttemptTimeout = c.dur(fAttempt, "timeouts.attempt", asked(ask.AttemptTimeout, attempt), caps.attempt)
+	// What the policy gives without the ask is the layered value under its
+	// cap; an ask below it makes the run's timeouts the caller's own.
+	o.ShortenedTimeouts = o.ConnectTimeout < min(connect, caps.connect) ||
+		o.ReadTimeout < min(read, caps.read) ||
+		o.AttemptTimeout < min(attempt, caps.attempt)
 	o.TotalTimeout = c.dur(fTotal, "timeouts.total", asked(ask.TotalTimeout, layer(fTotal, pol, tv, def).total), caps.total)
 
 	attempts := layer(fMaxAttempts, pol, tv, def).maxAttempts

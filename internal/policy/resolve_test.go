@@ -179,6 +179,7 @@ func TestResolvePrecedence(t *testing.T) {
 				r.Policy, r.TargetRule = "pol", "api.example.com"
 				o := &r.Outbound
 				o.ConnectTimeout, o.ReadTimeout, o.AttemptTimeout, o.TotalTimeout = 500*time.Millisecond, 5*time.Second, 7*time.Second, 9*time.Second
+				o.ShortenedTimeouts = true // below the policy's 1s, the rule's 40s and the defaults' 8s
 				o.MaxAttempts, o.InitialBackoff, o.MaxBackoff, o.Multiplier = 1, 50*time.Millisecond, time.Second, 1.5
 				o.RetryOn, o.IgnoreRetryAfter = []int{418}, true
 				o.MaxRetryAfter, o.MaxResponseBytes = 20*time.Second, 3<<20
@@ -396,6 +397,9 @@ func TestDefaultSetMatchesDefault(t *testing.T) {
 		{Multiplier: 0.5},
 		{RetryOn: []int{409}, IgnoreRetryAfter: true},
 		{ConnectTimeout: -1, MaxAttempts: -1, Multiplier: -2},
+		{ConnectTimeout: 3 * time.Second, ReadTimeout: 30 * time.Second, AttemptTimeout: 10 * time.Second},
+		{AttemptTimeout: time.Millisecond},
+		{ConnectTimeout: time.Millisecond},
 	}
 	for _, ask := range asks {
 		got, err := s.Resolve(ask, "", "api.example.com")
@@ -519,5 +523,61 @@ func TestResolveConcurrently(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestResolveShortenedTimeouts checks that ShortenedTimeouts is set exactly
+// when the ask lowers the connect, read or attempt timeout below what the
+// request's policy, target rule, defaults and caps give without the ask.
+func TestResolveShortenedTimeouts(t *testing.T) {
+	t.Parallel()
+	s := mustLoad(t, `version: 1
+defaults:
+  timeouts: {connect: 2s, read: 20s, attempt: 8s, total: 25s}
+policies:
+  quick:
+    timeouts: {read: 5s}
+targets:
+  - host: api.example.com
+    timeouts: {connect: 1s}
+    caps: {max_attempt_timeout: 6s}
+`)
+	tests := []struct {
+		name   string
+		ask    Ask
+		policy string
+		host   string
+		want   bool
+	}{
+		{"no ask", Ask{}, "", "plain.org", false},
+		{"asks equal to the policy's values", Ask{ConnectTimeout: 2 * time.Second, ReadTimeout: 20 * time.Second, AttemptTimeout: 8 * time.Second}, "", "plain.org", false},
+		{"asks above the policy's values", Ask{ConnectTimeout: 5 * time.Second, ReadTimeout: 50 * time.Second, AttemptTimeout: 9 * time.Second}, "", "plain.org", false},
+		{"asks clamped to a cap", Ask{ConnectTimeout: time.Hour, ReadTimeout: time.Hour, AttemptTimeout: time.Hour}, "", "api.example.com", false},
+		{"a shorter total timeout alone", Ask{TotalTimeout: time.Millisecond}, "", "plain.org", false},
+		{"negative asks are unset", Ask{ConnectTimeout: -1, ReadTimeout: -time.Second}, "", "plain.org", false},
+		{"a shorter connect", Ask{ConnectTimeout: 1999 * time.Millisecond}, "", "plain.org", true},
+		{"a shorter read", Ask{ReadTimeout: time.Millisecond}, "", "plain.org", true},
+		{"a shorter attempt", Ask{AttemptTimeout: 7 * time.Second}, "", "plain.org", true},
+		{"connect equal to the target rule's", Ask{ConnectTimeout: time.Second}, "", "api.example.com", false},
+		{"connect below the defaults but not the rule's", Ask{ConnectTimeout: 1500 * time.Millisecond}, "", "api.example.com", false},
+		{"connect below the target rule's", Ask{ConnectTimeout: 999 * time.Millisecond}, "", "api.example.com", true},
+		{"attempt equal to the rule's cap (the default 8s is clamped)", Ask{AttemptTimeout: 6 * time.Second}, "", "api.example.com", false},
+		{"attempt below the rule's cap", Ask{AttemptTimeout: 5 * time.Second}, "", "api.example.com", true},
+		{"read equal to the named policy's", Ask{ReadTimeout: 5 * time.Second}, "quick", "plain.org", false},
+		{"read below the defaults but not the named policy's", Ask{ReadTimeout: 10 * time.Second}, "quick", "plain.org", false},
+		{"read below the named policy's", Ask{ReadTimeout: 4 * time.Second}, "quick", "plain.org", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := s.Resolve(tt.ask, tt.policy, tt.host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Outbound.ShortenedTimeouts; got != tt.want {
+				t.Errorf("ShortenedTimeouts = %v, want %v (connect %s, read %s, attempt %s)", got, tt.want,
+					r.Outbound.ConnectTimeout, r.Outbound.ReadTimeout, r.Outbound.AttemptTimeout)
+			}
+		})
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/egress"
@@ -157,7 +159,7 @@ func TestSetPolicyInFlightCallsKeepTheirPolicy(t *testing.T) {
 		done <- result{resp, err}
 	}()
 	<-arrived
-	svc.SetPolicy(newSet)
+	svc.SetPolicy(newSet, nil)
 	close(release)
 	r := <-done
 	if r.err != nil {
@@ -386,5 +388,62 @@ func TestFetchRedirectsAreAnswersByDefault(t *testing.T) {
 	}
 	if resp.GetStatus() != 301 || up.hits.Load() != 1 {
 		t.Fatalf("status %d, %d upstream requests", resp.GetStatus(), up.hits.Load())
+	}
+}
+
+// TestFetchShortCallerTimeoutsDoNotOpenTheBreaker: a caller that asks for a
+// read timeout shorter than the policy's cannot open the target's breaker for
+// everyone else with it.
+func TestFetchShortCallerTimeoutsDoNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			<-r.Context().Done()
+			return
+		}
+		w.Write([]byte("fine"))
+	})
+	client := serve(t, newService(t, nil, withPolicy(t, "version: 1\nprotection:\n  breaker: {consecutive_failures: 3, open_for: 1h}\n")))
+	for range 5 {
+		_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{
+			Url:      up.URL + "/hang",
+			Timeouts: &fetchdv1.Timeouts{Read: durationpb.New(time.Millisecond)},
+			Retry:    &fetchdv1.RetryPolicy{MaxAttempts: 1},
+		})
+		wantCode(t, err, codes.Unavailable, "read_timeout")
+	}
+	resp, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL + "/ok"})
+	if err != nil || resp.GetStatus() != 200 {
+		t.Fatalf("a normal call after another caller's short timeouts: %v %v", resp, err)
+	}
+}
+
+// TestFetchKeyedRedirectRefusedHoldsTheKey: a keyed POST whose redirect hop
+// the caller may not follow reached the upstream, so its key is held, not
+// released for a re-send.
+func TestFetchKeyedRedirectRefusedHoldsTheKey(t *testing.T) {
+	t.Parallel()
+	_, port, _ := strings.Cut(strings.TrimPrefix(newUpstream(t, ok("elsewhere")).URL, "http://127.0.0.1"), ":")
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://localhost:"+port+"/", http.StatusTemporaryRedirect)
+	})
+	svc := newService(t, nil, withPolicy(t, `
+version: 1
+idempotency: {in_flight_wait: 10ms}
+targets:
+  - host: "127.0.0.1"
+    follow_redirects: true
+`))
+	auth := identity.New(identity.Config{Callers: []identity.Caller{
+		{Name: "local", Tokens: [][32]byte{identity.HashToken("l")}, AllowTargets: []egress.HostPattern{egress.MustParseHostPattern("127.0.0.1")}},
+	}})
+	ctx := identity.NewContext(t.Context(), authenticated(t, auth, "l"))
+	req := keyedPost(up.URL, uniqueKey(t), "pay")
+	_, err := svc.Fetch(ctx, req)
+	wantCode(t, err, codes.PermissionDenied, "redirect to localhost refused")
+	_, err = svc.Fetch(ctx, req)
+	wantCode(t, err, codes.Aborted, "")
+	if up.hits.Load() != 1 {
+		t.Fatalf("upstream saw %d requests, want 1: the key must be held, not re-sent", up.hits.Load())
 	}
 }

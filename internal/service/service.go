@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
@@ -37,7 +38,7 @@ type Service struct {
 
 	client        fetcher
 	store         idempotency.Store
-	policies      atomic.Pointer[policy.Set]
+	gen           atomic.Pointer[generation]
 	logger        *slog.Logger
 	now           func() time.Time
 	meterProvider metric.MeterProvider
@@ -56,14 +57,27 @@ type Service struct {
 // Option configures a Service.
 type Option func(*Service)
 
+// generation is what a call runs under, read once when it starts: the
+// policy and the egress guard (nil: the outbound client's own).
+type generation struct {
+	set   *policy.Set
+	guard *egress.Guard
+}
+
 // WithPolicySet sets the policy the service starts with. Default:
 // policy.DefaultSet(), the embedded default.
 func WithPolicySet(set *policy.Set) Option {
 	return func(s *Service) {
 		if set != nil {
-			s.policies.Store(set)
+			s.gen.Store(&generation{set: set, guard: s.gen.Load().guard})
 		}
 	}
+}
+
+// WithGuard sets the egress guard calls run with. Default: the outbound
+// client's.
+func WithGuard(g *egress.Guard) Option {
+	return func(s *Service) { s.gen.Store(&generation{set: s.gen.Load().set, guard: g}) }
 }
 
 // WithMeterProvider sets where the service's metrics go
@@ -91,7 +105,7 @@ func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 		logger: slog.Default(),
 		now:    time.Now,
 	}
-	s.policies.Store(policy.DefaultSet())
+	s.gen.Store(&generation{set: policy.DefaultSet()})
 	s.detachedCtx, s.stopDetached = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(s)
@@ -100,12 +114,13 @@ func New(client fetcher, store idempotency.Store, opts ...Option) *Service {
 	return s
 }
 
-// SetPolicy makes set the running policy (a reload): calls that start
-// afterwards use it; calls in flight finish under the policy they started
-// with. A nil set is ignored.
-func (s *Service) SetPolicy(set *policy.Set) {
+// SetPolicy makes set and guard the running policy (a reload): calls that
+// start afterwards use them; calls in flight finish under the policy and
+// guard they started with, redirect hops and retries included. A nil set is
+// ignored; a nil guard means the outbound client's own.
+func (s *Service) SetPolicy(set *policy.Set, guard *egress.Guard) {
 	if set != nil {
-		s.policies.Store(set)
+		s.gen.Store(&generation{set: set, guard: guard})
 	}
 }
 
@@ -192,7 +207,8 @@ func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv
 	}
 	host := c.u.Hostname()
 	info.host = host
-	res, err := s.policies.Load().Resolve(c.ask, req.GetPolicy(), host)
+	gen := s.gen.Load()
+	res, err := gen.set.Resolve(c.ask, req.GetPolicy(), host)
 	if err != nil {
 		return nil, err
 	}
@@ -211,11 +227,18 @@ func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv
 		Body:   c.body,
 		Keyed:  c.key != "",
 		Policy: res.Outbound,
+		Guard:  gen.guard,
 		CheckRedirect: func(u *url.URL) error {
 			if !id.Permits(u.Hostname()) {
 				return &notPermittedError{caller: id.Name, host: u.Hostname(), redirect: true}
 			}
 			return nil
+		},
+		// A hop runs under its own target's rule (pool, budget, breaker,
+		// limits), resolved from the same policy generation.
+		HopPolicy: func(u *url.URL) (outbound.Policy, error) {
+			hop, err := gen.set.Resolve(c.ask, req.GetPolicy(), u.Hostname())
+			return hop.Outbound, err
 		},
 	}
 	var resp *fetchdv1.FetchResponse
