@@ -7,14 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -24,23 +21,12 @@ import (
 // startLogged runs fetchd with a JSON logger writing into logs.
 func startLogged(t *testing.T, logs *syncBuffer, edit func(*Main)) *grpc.ClientConn {
 	t.Helper()
-	m := NewMain()
-	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "memory:"
-	m.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	m.DrainTimeout = 10 * time.Second
-	m.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-	if edit != nil {
-		edit(m)
-	}
-	if err := m.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	_, conn := startWith(t, true, func(m *Main) {
+		m.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+		if edit != nil {
+			edit(m)
+		}
+	})
 	return conn
 }
 

@@ -32,18 +32,31 @@ import (
 )
 
 // startMain runs a real fetchd on 127.0.0.1:0 with the memory store and
-// loopback allowed, and returns it with a gRPC connection to it.
+// loopback allowed, and returns it with a gRPC connection to it. The caller
+// closes it.
 func startMain(t *testing.T) (*Main, *grpc.ClientConn) {
 	t.Helper()
+	return startWith(t, false, func(m *Main) { m.Admin = "127.0.0.1:0" })
+}
+
+// startWith runs a real fetchd on 127.0.0.1:0 (memory store, loopback
+// allowed, no admin port, logs discarded) after edit has changed its
+// settings, and dials it. With closeAtEnd the test's cleanup closes it.
+func startWith(t *testing.T, closeAtEnd bool, edit func(*Main)) (*Main, *grpc.ClientConn) {
+	t.Helper()
 	m := NewMain()
-	m.Listen = "127.0.0.1:0"
-	m.Admin = "127.0.0.1:0"
-	m.Store = "memory:"
+	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "memory:"
 	m.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	m.DrainTimeout = 10 * time.Second
 	m.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if edit != nil {
+		edit(m)
+	}
 	if err := m.Run(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+	if closeAtEnd {
+		t.Cleanup(func() { m.Close() })
 	}
 	conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -63,28 +61,17 @@ func replaceFile(t *testing.T, path, content string) {
 }
 
 // startWithPolicy runs a real fetchd on 127.0.0.1:0 under the policy file
-// at path, with loopback allowed, and returns it with a plaintext gRPC
-// connection.
+// at path (its egress allow list, not the command line's), and returns it
+// with a plaintext gRPC connection.
 func startWithPolicy(t *testing.T, path string, edit func(*Main)) (*Main, *grpc.ClientConn) {
 	t.Helper()
-	m := NewMain()
-	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "memory:"
-	m.Config = path
-	m.AllowCIDRs = nil
-	m.Logger = slog.New(slog.DiscardHandler)
-	if edit != nil {
-		edit(m)
-	}
-	if err := m.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	conn, err := grpc.NewClient(m.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return m, conn
+	return startWith(t, true, func(m *Main) {
+		m.Config = path
+		m.AllowCIDRs = nil
+		if edit != nil {
+			edit(m)
+		}
+	})
 }
 
 func bearer(t *testing.T, token string) context.Context {
