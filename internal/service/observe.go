@@ -88,9 +88,17 @@ func (s *Service) observe(ctx context.Context, id *identity.Identity, info *call
 		attribute.String("fetchd.outcome", outcome),
 	}
 	fields := logging.Fields{"caller", id.Name, "target_host", host, "outcome", outcome}
-	if info.applied != nil {
-		attrs = append(attrs, attribute.String("fetchd.policy", info.applied.GetName()))
-		fields = append(fields, "policy", info.applied.GetName())
+	if p := info.applied; p != nil {
+		// What ran, after precedence and caps, so the trace shows it too.
+		attrs = append(attrs,
+			attribute.String("fetchd.policy", p.GetName()),
+			attribute.String("fetchd.policy.target_rule", p.GetTargetRule()),
+			attribute.Int("fetchd.policy.max_attempts", int(p.GetRetry().GetMaxAttempts())),
+			attribute.Float64("fetchd.policy.total_timeout", p.GetTimeouts().GetTotal().AsDuration().Seconds()))
+		if len(p.GetClamped()) > 0 {
+			attrs = append(attrs, attribute.StringSlice("fetchd.policy.clamped", p.GetClamped()))
+		}
+		fields = append(fields, "policy", p.GetName())
 	}
 	if resp != nil {
 		attrs = append(attrs,

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -445,5 +447,56 @@ targets:
 	wantCode(t, err, codes.Aborted, "")
 	if up.hits.Load() != 1 {
 		t.Fatalf("upstream saw %d requests, want 1: the key must be held, not re-sent", up.hits.Load())
+	}
+}
+
+// TestFetchSpanShowsWhatRan: the Fetch span carries the applied policy
+// (name, target rule, attempts, clamps), the caller and the idempotency
+// outcome as events, and the response names its trace.
+func TestFetchSpanShowsWhatRan(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, ok("created"))
+	svc := newService(t, nil, withPolicy(t, "version: 1\ntargets:\n  - host: \"127.0.0.1\"\n    caps: {max_attempts: 2}\n"))
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, span := tp.Tracer("test").Start(t.Context(), "fetchd.v1.FetchService/Fetch")
+	req := keyedPost(up.URL, uniqueKey(t), "x")
+	req.Retry = &fetchdv1.RetryPolicy{MaxAttempts: 4}
+	resp, err := svc.Fetch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Fetch(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	if resp.GetTraceId() != span.SpanContext().TraceID().String() {
+		t.Fatalf("trace_id = %q, want %q", resp.GetTraceId(), span.SpanContext().TraceID())
+	}
+	ended := rec.Ended()
+	if len(ended) != 1 {
+		t.Fatalf("%d spans", len(ended))
+	}
+	got := map[string]string{}
+	for _, kv := range ended[0].Attributes() {
+		got[string(kv.Key)] = kv.Value.String()
+	}
+	for k, want := range map[string]string{
+		"fetchd.caller": "anonymous", "fetchd.policy": "default", "fetchd.policy.target_rule": "127.0.0.1",
+		"fetchd.policy.max_attempts": "2", "fetchd.target.host": "127.0.0.1", "fetchd.replayed": "true",
+	} {
+		if got[k] != want {
+			t.Errorf("span attribute %s = %q, want %q", k, got[k], want)
+		}
+	}
+	if !strings.Contains(got["fetchd.policy.clamped"], "max_attempts") {
+		t.Errorf("span attribute fetchd.policy.clamped = %q", got["fetchd.policy.clamped"])
+	}
+	var events []string
+	for _, e := range ended[0].Events() {
+		events = append(events, e.Name)
+	}
+	if strings.Join(events, ",") != "idempotency.claimed,idempotency.replayed" {
+		t.Errorf("span events = %v", events)
 	}
 }
