@@ -278,7 +278,16 @@ type process struct {
 // waits for its "serving" log line to learn the address.
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
+	return startProcessWith(t, nil, args...)
+}
+
+// startProcessWith is startProcess with edit applied to the command first.
+func startProcessWith(t *testing.T, edit func(*exec.Cmd), args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(fetchdBinary(t), append([]string{"--listen", "127.0.0.1:0", "--admin", ""}, args...)...)
+	if edit != nil {
+		edit(cmd)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

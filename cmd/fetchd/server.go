@@ -132,7 +132,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.checkRedis(ctx, r)
 	}
 	m.guard = egress.New(egress.WithAllow(m.allowCIDRs(set)...))
-	m.client = outbound.New(m.guard)
+	m.client = outbound.New(m.guard,
+		outbound.WithTracerProvider(m.tel.TracerProvider()),
+		outbound.WithMeterProvider(m.tel.MeterProvider()),
+		outbound.WithPropagator(m.tel.Propagator()))
 	m.auth = identity.New(set.Identity())
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
 		service.WithGuard(m.guard), service.WithMeterProvider(m.tel.MeterProvider()))

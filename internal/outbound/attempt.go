@@ -66,9 +66,14 @@ func (r *run) send(number int, wait time.Duration, reason string) *exchange {
 		x.watch.stop()
 		cancelRead(nil)
 		cancelAttempt()
+		x.endTelemetry()
 	}
 
-	ctx := httptrace.WithClientTrace(readCtx, x.trace())
+	ctx, header := context.Context(readCtx), r.header
+	if o := r.c.obs; o.tracer != nil || o.hosts != nil || o.propagator != nil {
+		ctx, header = x.startTelemetry(ctx)
+	}
+	ctx = httptrace.WithClientTrace(ctx, x.trace())
 	connect := r.p.ConnectTimeout
 	if connect <= 0 {
 		connect = fallbackConnectTimeout
@@ -78,7 +83,7 @@ func (r *run) send(number int, wait time.Duration, reason string) *exchange {
 	// The transport is called directly: it never follows a redirect (a 3xx
 	// is an answer, returned as it is), and http.Client would only add a
 	// copy of the headers per request for redirects that never happen.
-	x.resp, x.err = r.target.transport.RoundTrip(r.request(ctx))
+	x.resp, x.err = r.target.transport.RoundTrip(r.request(ctx, header))
 	if x.err == nil {
 		x.watch.kick() // headers arrived: the silence before the body starts now
 	}

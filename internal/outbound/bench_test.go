@@ -7,12 +7,17 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // BenchmarkDo compares a pooled net/http client with Client.Do for a small
 // GET to a local upstream, serially and in parallel, without and with the
 // default per-target protection (retry budget, breaker, shared hold), and
-// with a guard of the request's own (Request.Guard):
+// with a guard of the request's own (Request.Guard), and with real SDK
+// tracer and meter providers (every span sampled and ended, no exporter;
+// a manual metric reader) under a parent span:
 //
 //	go test -run '^$' -bench BenchmarkDo -benchmem ./internal/outbound/
 func BenchmarkDo(b *testing.B) {
@@ -73,10 +78,25 @@ func BenchmarkDo(b *testing.B) {
 		return err
 	}
 
+	// The same with telemetry on: a CLIENT span per attempt, traceparent
+	// injected (a copy of the headers), the attempt and in-flight counters.
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer mp.Shutdown(context.Background())
+	ct := New(loopback(), WithTracerProvider(tp), WithMeterProvider(mp))
+	defer ct.Close()
+	tctx, parent := tp.Tracer("bench").Start(context.Background(), "Fetch")
+	defer parent.End()
+	tracedGet := func() error {
+		_, err := ct.Do(tctx, guarded)
+		return err
+	}
+
 	for _, bc := range []struct {
 		name string
 		get  func() error
-	}{{"direct", directGet}, {"outbound", outboundGet}, {"outbound-protected", protectedGet}, {"outbound-guard", guardedGet}} {
+	}{{"direct", directGet}, {"outbound", outboundGet}, {"outbound-protected", protectedGet}, {"outbound-guard", guardedGet}, {"outbound-otel", tracedGet}} {
 		b.Run(bc.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

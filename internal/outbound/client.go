@@ -14,6 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fetchd/fetchd/internal/egress"
 )
 
@@ -31,8 +35,15 @@ type Client struct {
 	maxConnsPerHost int
 	tlsConfig       *tls.Config
 
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	propagator     propagation.TextMapPropagator
+	propagatorSet  bool // WithPropagator was given: nil then means none
+	redactParams   []string
+
 	pool  *pool        // transports
 	prots *protections // the targets' budgets, breakers and holds
+	obs   *observer    // spans, trace context and metrics
 }
 
 // New returns a Client whose every connection is checked and dialled by
@@ -53,6 +64,7 @@ func New(guard *egress.Guard, opts ...Option) *Client {
 	c.guard.Store(newGuarded(guard))
 	c.pool = newPool(c.maxTargets, c.newTransport)
 	c.prots = newProtections(c.maxProtected, c.now)
+	c.obs = newObserver(c)
 	return c
 }
 
@@ -184,7 +196,13 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 // such a hop takes the target's transport and protection state as they are,
 // and never replaces them (see protection.budgetFor).
 func (r *run) hop() (*Response, error) {
+	if o := r.c.obs; o.tracer != nil || o.hosts != nil {
+		r.tel = o.hop(r.method, r.url)
+	}
 	if ae := r.checkLiteral(); ae != nil {
+		if ae.class == ClassDenied {
+			r.egressDenied(ae.cause)
+		}
 		if r.hops == 0 {
 			return nil, &ExhaustedError{Err: ae}
 		}
@@ -262,6 +280,8 @@ type run struct {
 
 	log  []Attempt
 	sent bool
+
+	tel *hopTelemetry // the current hop's; nil while spans and metrics are off
 }
 
 // loop runs attempts until one gives a final answer, a failure is final, the
@@ -287,6 +307,7 @@ func (r *run) loop() (*Response, error) {
 					x.discard()
 					r.record(x, status, "", "")
 					x.release()
+					r.retried(why)
 					if err := r.c.sleep(r.ctx, w); err != nil {
 						return nil, r.interrupted(err)
 					}
@@ -318,6 +339,7 @@ func (r *run) loop() (*Response, error) {
 			if err == nil {
 				r.record(x, status, "", detail)
 				x.release()
+				r.stopped(stop)
 				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log, Stopped: stop}, nil
 			}
 			if errors.Is(err, ErrBodyTooLarge) {
@@ -341,6 +363,7 @@ func (r *run) loop() (*Response, error) {
 		if stop != "" {
 			// The answer was not to be retried, then its body broke off: the
 			// decision stands.
+			r.stopped(stop)
 			return nil, r.exhausted(ae, stop)
 		}
 		switch {
@@ -348,6 +371,7 @@ func (r *run) loop() (*Response, error) {
 			var w time.Duration
 			var why string
 			if w, why, stop = r.retry(n, status, header, 0); stop == "" {
+				r.retried(why)
 				if err := r.c.sleep(r.ctx, w); err != nil {
 					return nil, r.interrupted(err)
 				}
@@ -357,6 +381,7 @@ func (r *run) loop() (*Response, error) {
 		case retryable(r.method, true, status, ae.class, r.p.RetryOn, !sent):
 			stop = StopUnsafe
 		}
+		r.stopped(stop)
 		return nil, r.exhausted(ae, stop)
 	}
 }
@@ -470,6 +495,7 @@ func (r *run) holdDetail(h, floor time.Duration) string {
 // refused records an attempt that the target's protection refused before
 // anything was sent, and returns the error that ends the run.
 func (r *run) refused(class, detail, stop string) *ExhaustedError {
+	r.attemptRefused(class)
 	r.appendLog(Attempt{Number: len(r.log) + 1, Error: class, Detail: detail})
 	return r.exhausted(&attemptError{class: class, detail: detail}, stop)
 }
@@ -480,6 +506,7 @@ func (r *run) refused(class, detail, stop string) *ExhaustedError {
 func (r *run) record(x *exchange, status int, class, detail string) bool {
 	x.permit.settle(verdict(status, class, r.p.ShortenedTimeouts), r.c.now())
 	recs, sent := x.records(status, class, detail)
+	x.observe(recs)
 	r.appendLog(recs...)
 	r.sent = r.sent || sent
 	return sent
@@ -551,10 +578,11 @@ func (r *run) contextFailure() *attemptError {
 	return nil
 }
 
-// request builds the http.Request of one attempt. The body is rebuilt from
-// the bytes every time (and GetBody lets net/http rebuild it too), so every
-// send carries it intact.
-func (r *run) request(ctx context.Context) *http.Request {
+// request builds the http.Request of one attempt, with header (the run's
+// own, or a copy carrying the attempt's trace context). The body is rebuilt
+// from the bytes every time (and GetBody lets net/http rebuild it too), so
+// every send carries it intact.
+func (r *run) request(ctx context.Context, header http.Header) *http.Request {
 	u := *r.url
 	hr := &http.Request{
 		Method:     r.method,
@@ -562,7 +590,7 @@ func (r *run) request(ctx context.Context) *http.Request {
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     r.header,
+		Header:     header,
 	}
 	if body := r.body; len(body) > 0 {
 		hr.ContentLength = int64(len(body))

@@ -113,6 +113,60 @@
 //     Policy.MaxResponseBytes; over it, Do returns a *[BodyTooLargeError]
 //     and closes the connection. A response discarded for a retry is drained
 //     up to 4 KiB and closed, so a short one leaves its connection reusable.
+//   - Telemetry (OpenTelemetry; providers given by [WithTracerProvider],
+//     [WithMeterProvider], [WithPropagator]; the OTel globals are never read
+//     or set). Every real send is a CLIENT span, child of the span in the Do
+//     context: named by the method ("HTTP" for a method the HTTP conventions
+//     do not know, with http.request.method "_OTHER" and
+//     http.request.method_original), with http.request.method,
+//     server.address, server.port (the scheme's default when the URL has
+//     none), url.full (no userinfo, no fragment, the values of
+//     telemetry.DefaultRedactedQueryParams and [WithRedactedQueryParams]
+//     replaced by "REDACTED"), http.response.status_code when a status
+//     arrived, network.peer.address and .port when a connection was had,
+//     http.request.resend_count (the attempt's Number - 1, from the second
+//     send of the run on: retries, transport re-sends and redirect hops all
+//     count) and error.type: the status when it is 400 or more, else the
+//     attempt's failure class; none on success. Its status is Error with
+//     error.type (the description is the class and the attempt's Detail,
+//     never the URL's query, for a failure; empty for a status), else
+//     Unset. The wait before the exchange is on its first send's span:
+//     fetchd.backoff.duration (seconds) and fetchd.backoff.reason (as
+//     Attempt.BackoffReason). No header and no body is ever recorded. The
+//     span of an exchange is started before the request is handed to
+//     net/http and represents its last send; it starts when the exchange
+//     does, so it also covers the sends net/http repeated on its own before
+//     it. Each of those gets a span of its own afterwards, with its own
+//     start and end, error.type "reset" and fetchd.transport_resend=true;
+//     the upstream saw the live span's ID in traceparent for every send of
+//     the exchange. The trace context of each exchange (the live span's;
+//     without a tracer, the Do context's own, if valid) is written into a
+//     copy of the request headers by the propagator (default W3C
+//     traceparent/tracestate), replacing the caller's headers of the same
+//     names; without a valid span context, or with WithPropagator(nil), the
+//     run's headers are sent as they are, uncopied. Nothing that was never
+//     sent gets a CLIENT span: a first attempt refused by the breaker or
+//     the hold adds the event fetchd.attempt.refused
+//     (fetchd.attempt.refused.reason breaker_open or target_hold) to the
+//     Do context's span, and an IP literal the guard refuses adds
+//     fetchd.egress.denied (fetchd.egress.denied.reason, one of the
+//     Denied... classes, never the address). A name the guard refuses when
+//     it is dialled did ask for a connection: its attempt has a span
+//     (error.type "denied") and the event is added too. A retryable outcome
+//     that is not retried adds fetchd.retry.stopped
+//     (fetchd.retry.stopped.reason, the Stopped value). Metrics, labels
+//     bounded (target.host through telemetry.HostLabels, 256 hosts):
+//     fetchd.outbound.attempts (target.host, outcome: the failure class,
+//     else the status class "2xx"...; one per attempt that has a span),
+//     fetchd.outbound.retries (target.host, reason: the wait's reason; one
+//     per retry granted), fetchd.outbound.refusals (target.host, reason:
+//     breaker_open or target_hold for a refused first attempt;
+//     retry_budget, breaker_open or deadline for a refused retry),
+//     fetchd.egress.denied (reason: a Denied... class) and
+//     fetchd.outbound.requests.in_flight (target.host; up from an
+//     attempt's start until its body is read or discarded). With the
+//     default no-op providers no span or attribute is built and no metric
+//     recorded: a Do costs what it did without telemetry (BenchmarkDo).
 //   - Failure classes come from error types (errors.Is/As) and from which of
 //     fetchd's own contexts ended the attempt, never from error text.
 //     Details never echo the URL's query ("?query") or credentials

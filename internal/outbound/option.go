@@ -10,8 +10,9 @@ import (
 type Option func(*Client)
 
 // WithNow sets the clock used for attempt durations, Retry-After dates, the
-// check that a wait still fits before the deadline, and the targets' retry
-// budgets, circuit breakers and shared holds. Default time.Now. The
+// check that a wait still fits before the deadline, the targets' retry
+// budgets, circuit breakers and shared holds, and the start and end of
+// every CLIENT span. Default time.Now. The
 // deadline itself comes from the context, so the clock must agree with the
 // one contexts use (time.Now, or the fake one inside testing/synctest).
 func WithNow(now func() time.Time) Option {

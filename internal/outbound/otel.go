@@ -1,0 +1,417 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/fetchd/fetchd/internal/egress"
+	"github.com/fetchd/fetchd/internal/telemetry"
+)
+
+// instrumentation names the tracer and the meter.
+const instrumentation = "github.com/fetchd/fetchd/internal/outbound"
+
+// fetchd's own span attributes and events (see the package documentation).
+const (
+	attrBackoffDuration = attribute.Key("fetchd.backoff.duration") // seconds, float
+	attrBackoffReason   = attribute.Key("fetchd.backoff.reason")
+	attrTransportResend = attribute.Key("fetchd.transport_resend")
+
+	eventRetryStopped   = "fetchd.retry.stopped"
+	attrRetryStopped    = attribute.Key("fetchd.retry.stopped.reason")
+	eventAttemptRefused = "fetchd.attempt.refused"
+	attrAttemptRefused  = attribute.Key("fetchd.attempt.refused.reason")
+	eventEgressDenied   = "fetchd.egress.denied"
+	attrEgressDenied    = attribute.Key("fetchd.egress.denied.reason")
+)
+
+// Metric attributes.
+const (
+	attrTargetHost = attribute.Key("target.host")
+	attrOutcome    = attribute.Key("outcome")
+	attrReason     = attribute.Key("reason")
+)
+
+// Egress refusal classes: the reason label of fetchd.egress.denied.
+const (
+	DeniedLoopback  = "loopback"   // 127.0.0.0/8, ::1
+	DeniedPrivate   = "private"    // RFC 1918, unique local fc00::/7, shared address space (CGNAT)
+	DeniedLinkLocal = "link_local" // 169.254.0.0/16, fe80::/10
+	DeniedMetadata  = "metadata"   // cloud metadata endpoints
+	DeniedMulticast = "multicast"  // 224.0.0.0/4, ff00::/8
+	DeniedReserved  = "reserved"   // every other special-purpose range
+	DeniedOther     = "other"      // a refusal without an *egress.DeniedError, or an invalid address
+)
+
+// observer is a Client's telemetry: its tracer, propagator and instruments.
+// A nil tracer means spans are off (the no-op provider), nil hosts means
+// metrics are off: the hot path then builds no attribute at all.
+type observer struct {
+	tracer     trace.Tracer                  // nil: no spans
+	propagator propagation.TextMapPropagator // nil: nothing injected
+	redactor   telemetry.URLRedactor
+
+	hosts    *telemetry.HostLabels // nil: no metrics
+	attempts metric.Int64Counter
+	retries  metric.Int64Counter
+	refusals metric.Int64Counter
+	denied   metric.Int64Counter
+	inFlight metric.Int64UpDownCounter
+}
+
+// newObserver builds the Client's telemetry from its options.
+func newObserver(c *Client) *observer {
+	o := &observer{propagator: c.propagator, redactor: telemetry.NewURLRedactor(c.redactParams...)}
+	if !c.propagatorSet {
+		o.propagator = propagation.TraceContext{}
+	}
+	switch tp := c.tracerProvider.(type) {
+	case nil, tracenoop.TracerProvider, *tracenoop.TracerProvider:
+	default:
+		o.tracer = tp.Tracer(instrumentation, trace.WithSchemaURL(semconv.SchemaURL))
+	}
+	switch mp := c.meterProvider.(type) {
+	case nil, metricnoop.MeterProvider, *metricnoop.MeterProvider:
+	default:
+		m := mp.Meter(instrumentation, metric.WithSchemaURL(semconv.SchemaURL))
+		// The names and units are constants the API accepts; on an error
+		// the SDK still returns a usable instrument, so there is nothing
+		// to do with it.
+		o.attempts, _ = m.Int64Counter("fetchd.outbound.attempts", metric.WithUnit("{attempt}"),
+			metric.WithDescription("Upstream attempts, one per real send, by target host and outcome (status class or failure class)."))
+		o.retries, _ = m.Int64Counter("fetchd.outbound.retries", metric.WithUnit("{retry}"),
+			metric.WithDescription("Retries granted, by target host and the reason of the wait before them."))
+		o.refusals, _ = m.Int64Counter("fetchd.outbound.refusals", metric.WithUnit("{refusal}"),
+			metric.WithDescription("Attempts the target's protection or the deadline did not allow, by target host and reason."))
+		o.denied, _ = m.Int64Counter("fetchd.egress.denied", metric.WithUnit("{refusal}"),
+			metric.WithDescription("Addresses the egress guard refused, by class of address."))
+		o.inFlight, _ = m.Int64UpDownCounter("fetchd.outbound.requests.in_flight", metric.WithUnit("{request}"),
+			metric.WithDescription("Attempts holding or awaiting a connection to the target host."))
+		o.hosts = telemetry.NewHostLabels(telemetry.DefaultMaxHosts)
+	}
+	return o
+}
+
+// WithTracerProvider makes every real send a CLIENT span of tp (see the
+// package documentation). Default, and for nil: no spans (the no-op
+// provider); the OTel globals are never read.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Client) { c.tracerProvider = tp }
+}
+
+// WithMeterProvider records fetchd.outbound.attempts, .retries, .refusals,
+// .requests.in_flight and fetchd.egress.denied on mp. Default, and for nil:
+// no metrics (the no-op provider); the OTel globals are never read.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *Client) { c.meterProvider = mp }
+}
+
+// WithPropagator sets how the trace context of each attempt is written into
+// its request headers. Default: the W3C trace context
+// (propagation.TraceContext: traceparent and tracestate); nil writes
+// nothing. The OTel global propagator is never read.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(c *Client) { c.propagator, c.propagatorSet = p, true }
+}
+
+// WithRedactedQueryParams names query parameters whose values are replaced
+// by "REDACTED" in url.full, on top of telemetry.DefaultRedactedQueryParams
+// (names match case-insensitively). It adds to the names of earlier calls.
+func WithRedactedQueryParams(names ...string) Option {
+	return func(c *Client) { c.redactParams = append(c.redactParams, names...) }
+}
+
+// hopTelemetry is what every attempt of one hop records: the span name and
+// the attributes every span of the hop starts with, and the target's host
+// label. It is built once per hop, and only when spans or metrics are on.
+type hopTelemetry struct {
+	spanName  string               // the method, or "HTTP"
+	spanAttrs []attribute.KeyValue // method, server.address, server.port, url.full
+	hostAttr  attribute.KeyValue   // target.host, bounded by HostLabels
+	hostSet   metric.MeasurementOption
+
+	// span is the live span of the hop's exchange in progress (exchanges
+	// of a run never overlap), nil without a tracer. It is kept here, not
+	// in the exchange, so that the exchange stays as small as it was
+	// without telemetry.
+	span trace.Span
+}
+
+// hop builds the telemetry of a hop sending method to u.
+func (o *observer) hop(method string, u *url.URL) *hopTelemetry {
+	t := &hopTelemetry{}
+	host := u.Hostname()
+	if o.tracer != nil {
+		name, attrs := spanMethod(method)
+		t.spanName = name
+		t.spanAttrs = append(attrs,
+			semconv.ServerAddressKey.String(host),
+			semconv.ServerPortKey.Int(urlPort(u.Scheme, u.Port())),
+			semconv.URLFullKey.String(o.redactor.Full(u)),
+		)
+	}
+	if o.hosts != nil {
+		t.hostAttr = attrTargetHost.String(o.hosts.Label(host))
+		t.hostSet = metric.WithAttributeSet(attribute.NewSet(t.hostAttr))
+	}
+	return t
+}
+
+// spanMethod returns the span name and the method attributes of method: a
+// method the HTTP conventions know is its own name; any other (case
+// matters) is named "HTTP", with http.request.method "_OTHER" and the
+// method itself in http.request.method_original.
+func spanMethod(method string) (string, []attribute.KeyValue) {
+	attrs := make([]attribute.KeyValue, 0, 5) // room for the hop's three
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete,
+		http.MethodConnect, http.MethodOptions, http.MethodTrace, http.MethodPatch:
+		return method, append(attrs, semconv.HTTPRequestMethodKey.String(method))
+	}
+	return "HTTP", append(attrs, semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(method))
+}
+
+// urlPort returns port as a number, or the scheme's default port.
+func urlPort(scheme, port string) int {
+	if n, err := strconv.Atoi(port); err == nil {
+		return n
+	}
+	if scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
+// startTelemetry starts the exchange's live span (the final send of the
+// exchange) under ctx, counts the attempt in flight, and writes the trace
+// context into the request headers. It returns the context to send with and
+// the headers to send: the run's own, or a copy carrying the trace context.
+// Without a tracer, the trace context written is the caller's (the span in
+// the Do context), if any.
+func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.Header) {
+	r := x.r
+	o := r.c.obs
+	if o.hosts != nil {
+		o.inFlight.Add(ctx, 1, r.tel.hostSet)
+	}
+	if o.tracer != nil {
+		ctx, r.tel.span = o.tracer.Start(ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(x.start), trace.WithAttributes(r.tel.spanAttrs...))
+	}
+	if o.propagator == nil || !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx, r.header
+	}
+	// A copy: r.header is shared by every attempt, and an earlier one may
+	// still be read by net/http. The caller's own trace headers give way.
+	h := r.header.Clone()
+	if h == nil {
+		h = make(http.Header, 2)
+	}
+	for _, f := range o.propagator.Fields() {
+		h.Del(f)
+	}
+	o.propagator.Inject(ctx, propagation.HeaderCarrier(h))
+	return ctx, h
+}
+
+// endTelemetry ends the attempt's count in flight; x.release calls it
+// once, when the attempt is over.
+func (x *exchange) endTelemetry() {
+	if o := x.r.c.obs; o.hosts != nil {
+		o.inFlight.Add(context.Background(), -1, x.r.tel.hostSet)
+	}
+}
+
+// observe records the exchange's sends, recs (from records): a span for
+// each send net/http repeated on its own, created after the fact with its
+// own start and end, and the end of the live span, which is the last send;
+// an attempt counted for each; and a guard refusal.
+func (x *exchange) observe(recs []Attempt) {
+	r := x.r
+	o := r.c.obs
+	last := recs[len(recs)-1]
+	if last.Error == ClassDenied {
+		r.egressDenied(x.err)
+	}
+	if o.hosts != nil {
+		for _, a := range recs {
+			o.attempts.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrOutcome.String(attemptOutcome(a))))
+		}
+	}
+	if o.tracer == nil {
+		return
+	}
+	live := r.tel.span
+	r.tel.span = nil
+	end := r.c.now()
+	x.mu.Lock()
+	repeated, conn := x.repeated, x.tryConn
+	x.mu.Unlock()
+	for i, s := range repeated {
+		if i >= len(recs)-1 {
+			break // a send repeated after records ran: not in the log either
+		}
+		_, span := o.tracer.Start(r.ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(s.start), trace.WithAttributes(r.tel.spanAttrs...))
+		span.SetAttributes(attrTransportResend.Bool(true))
+		endSpan(span, recs[i], i == 0, s.end)
+	}
+	if conn != nil {
+		if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+			ap := ta.AddrPort()
+			live.SetAttributes(semconv.NetworkPeerAddressKey.String(ap.Addr().Unmap().String()),
+				semconv.NetworkPeerPortKey.Int(int(ap.Port())))
+		}
+	}
+	endSpan(live, last, len(recs) == 1, end)
+}
+
+// endSpan sets the outcome of send a on span and ends it at end. first says
+// a is the exchange's first send, which carries the wait before it.
+func endSpan(span trace.Span, a Attempt, first bool, end time.Time) {
+	if a.Number > 1 {
+		span.SetAttributes(semconv.HTTPRequestResendCountKey.Int(a.Number - 1))
+	}
+	if first && a.BackoffReason != "" {
+		span.SetAttributes(attrBackoffDuration.Float64(a.Backoff.Seconds()), attrBackoffReason.String(a.BackoffReason))
+	}
+	if a.Status != 0 {
+		span.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(a.Status))
+	}
+	switch {
+	case a.Status >= 400:
+		// The status code says it all; the conventions want no description.
+		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(a.Status)))
+		span.SetStatus(codes.Error, "")
+	case a.Error != "":
+		span.SetAttributes(semconv.ErrorTypeKey.String(a.Error))
+		span.SetStatus(codes.Error, statusDescription(a))
+	}
+	span.End(trace.WithTimestamp(end))
+}
+
+// statusDescription is the span status description of a failed send: its
+// class and detail. The detail never holds the URL's query or credentials
+// (redact), nor a header value.
+func statusDescription(a Attempt) string {
+	if a.Detail == "" {
+		return a.Error
+	}
+	return a.Error + ": " + a.Detail
+}
+
+// attemptOutcome is the outcome label of an attempt: its failure class, else its
+// status class ("2xx").
+func attemptOutcome(a Attempt) string {
+	switch {
+	case a.Error != "":
+		return a.Error
+	case a.Status >= 100 && a.Status < 600:
+		return strconv.Itoa(a.Status/100) + "xx"
+	}
+	return ClassOther
+}
+
+// retried counts a retry granted after a wait for reason.
+func (r *run) retried(reason string) {
+	if o := r.c.obs; o.hosts != nil {
+		o.retries.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrReason.String(reason)))
+	}
+}
+
+// stopped records why a retryable outcome was not retried (a Stop...
+// constant; "" records nothing): an event on the Do context's span, and a
+// refusal when the target's protection or the deadline refused the retry.
+func (r *run) stopped(stop string) {
+	if stop == "" {
+		return
+	}
+	if span := trace.SpanFromContext(r.caller); span.IsRecording() {
+		span.AddEvent(eventRetryStopped, trace.WithAttributes(attrRetryStopped.String(stop)))
+	}
+	switch stop {
+	case StopBudget, StopBreaker, StopDeadline:
+		r.refusal(stop)
+	}
+}
+
+// attemptRefused records a first attempt that the target's protection
+// refused before anything was sent (class breaker_open or target_hold): an
+// event on the Do context's span, and a refusal.
+func (r *run) attemptRefused(class string) {
+	if span := trace.SpanFromContext(r.caller); span.IsRecording() {
+		span.AddEvent(eventAttemptRefused, trace.WithAttributes(attrAttemptRefused.String(class)))
+	}
+	r.refusal(class)
+}
+
+// refusal counts one refusal of the current hop's target.
+func (r *run) refusal(reason string) {
+	if o := r.c.obs; o.hosts != nil {
+		o.refusals.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrReason.String(reason)))
+	}
+}
+
+// egressDenied records a guard refusal, err: an event on the Do context's
+// span and a count, both with the refused address's class, never the
+// address.
+func (r *run) egressDenied(err error) {
+	reason := deniedReason(err)
+	if span := trace.SpanFromContext(r.caller); span.IsRecording() {
+		span.AddEvent(eventEgressDenied, trace.WithAttributes(attrEgressDenied.String(reason)))
+	}
+	if o := r.c.obs; o.hosts != nil {
+		o.denied.Add(context.Background(), 1, metric.WithAttributes(attrReason.String(reason)))
+	}
+}
+
+// deniedReason maps the guard's refusal to one of the Denied... classes.
+// egress.DeniedError.Reason is one of the fixed texts of the guard's range
+// table (possibly followed by " (IPv4-mapped IPv6)"); it is read by its
+// leading words, and TestDeniedReason pins the mapping for an address of
+// every range, so that a change of wording there cannot go unnoticed.
+func deniedReason(err error) string {
+	var de *egress.DeniedError
+	if !errors.As(err, &de) {
+		return DeniedOther
+	}
+	reason := strings.ToLower(de.Reason)
+	has := func(prefixes ...string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(reason, p) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("cloud metadata"):
+		return DeniedMetadata
+	case has("loopback"):
+		return DeniedLoopback
+	case has("private", "unique local", "shared address space"):
+		return DeniedPrivate
+	case has("link-local"):
+		return DeniedLinkLocal
+	case has("multicast"):
+		return DeniedMulticast
+	case reason == "" || has("invalid"):
+		return DeniedOther
+	}
+	return DeniedReserved
+}
