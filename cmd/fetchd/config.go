@@ -78,6 +78,7 @@ func (m *Main) Reload() error {
 		m.guard = guard
 		m.client.SetGuard(guard) // retires transports dialled under the old guard once idle
 	}
+	m.client.SetRedactedQueryParams(set.RedactQueryParams()...)
 	m.auth.Update(set.Identity())
 	m.svc.SetPolicy(set, guard)
 	m.policy.Store(set)

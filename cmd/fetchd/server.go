@@ -135,7 +135,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.client = outbound.New(m.guard,
 		outbound.WithTracerProvider(m.tel.TracerProvider()),
 		outbound.WithMeterProvider(m.tel.MeterProvider()),
-		outbound.WithPropagator(m.tel.Propagator()))
+		outbound.WithPropagator(m.tel.Propagator()),
+		outbound.WithRedactedQueryParams(set.RedactQueryParams()...))
 	m.auth = identity.New(set.Identity())
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
 		service.WithGuard(m.guard), service.WithMeterProvider(m.tel.MeterProvider()))

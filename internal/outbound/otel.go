@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -64,7 +65,7 @@ const (
 type observer struct {
 	tracer     trace.Tracer                  // nil: no spans
 	propagator propagation.TextMapPropagator // nil: nothing injected
-	redactor   telemetry.URLRedactor
+	redactor   atomic.Pointer[telemetry.URLRedactor]
 
 	hosts    *telemetry.HostLabels // nil: no metrics
 	attempts metric.Int64Counter
@@ -76,7 +77,9 @@ type observer struct {
 
 // newObserver builds the Client's telemetry from its options.
 func newObserver(c *Client) *observer {
-	o := &observer{propagator: c.propagator, redactor: telemetry.NewURLRedactor(c.redactParams...)}
+	o := &observer{propagator: c.propagator}
+	r := telemetry.NewURLRedactor(c.redactParams...)
+	o.redactor.Store(&r)
 	if !c.propagatorSet {
 		o.propagator = propagation.TraceContext{}
 	}
@@ -136,6 +139,15 @@ func WithRedactedQueryParams(names ...string) Option {
 	return func(c *Client) { c.redactParams = append(c.redactParams, names...) }
 }
 
+// SetRedactedQueryParams replaces the names given by WithRedactedQueryParams
+// (a policy reload): spans of hops that start afterwards redact the values
+// of telemetry.DefaultRedactedQueryParams and names. Safe for concurrent use
+// with Do.
+func (c *Client) SetRedactedQueryParams(names ...string) {
+	r := telemetry.NewURLRedactor(names...)
+	c.obs.redactor.Store(&r)
+}
+
 // hopTelemetry is what every attempt of one hop records: the span name and
 // the attributes every span of the hop starts with, and the target's host
 // label. It is built once per hop, and only when spans or metrics are on.
@@ -162,7 +174,7 @@ func (o *observer) hop(method string, u *url.URL) *hopTelemetry {
 		t.spanAttrs = append(attrs,
 			semconv.ServerAddressKey.String(host),
 			semconv.ServerPortKey.Int(urlPort(u.Scheme, u.Port())),
-			semconv.URLFullKey.String(o.redactor.Full(u)),
+			semconv.URLFullKey.String(o.redactor.Load().Full(u)),
 		)
 	}
 	if o.hosts != nil {

@@ -657,6 +657,16 @@ func TestRedactedQueryParams(t *testing.T) {
 	if got, want := attrs(spans[0])["url.full"].AsString(), up.URL+"/x?API_KEY=REDACTED&sig=REDACTED&page=2"; got != want {
 		t.Errorf("url.full = %q, want %q", got, want)
 	}
+
+	// A reload replaces the extra names; the built-in ones stay.
+	c.SetRedactedQueryParams("page")
+	if _, err := c.Do(context.Background(), request(t, "GET", up.URL+"/x?API_KEY=k1&sig=s&page=2", nil)); err != nil {
+		t.Fatal(err)
+	}
+	spans = tr.clientSpans()
+	if got, want := attrs(spans[len(spans)-1])["url.full"].AsString(), up.URL+"/x?API_KEY=k1&sig=REDACTED&page=REDACTED"; got != want {
+		t.Errorf("after SetRedactedQueryParams: url.full = %q, want %q", got, want)
+	}
 }
 
 // TestDeniedReason pins the class of an address of every range the guard

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -247,6 +248,27 @@ func (c *compiler) cidrs(o opt[[]string]) []netip.Prefix {
 			c.fail(at, "%s is listed twice", p)
 		default:
 			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// queryParams checks telemetry.redact_query_params: query parameter names,
+// each once (names match case-insensitively).
+func (c *compiler) queryParams(o opt[[]string]) []string {
+	if !o.Set {
+		return nil
+	}
+	var out []string
+	for i, s := range o.V {
+		at := o.At.index(i, o.At.line)
+		switch {
+		case s == "" || strings.ContainsAny(s, "&=#? \t"):
+			c.fail(at, "%q is not a query parameter name", clip(s, 64))
+		case slices.ContainsFunc(out, func(x string) bool { return strings.EqualFold(x, s) }):
+			c.fail(at, "%s is listed twice", clip(s, 64))
+		default:
+			out = append(out, s)
 		}
 	}
 	return out

@@ -90,6 +90,7 @@ func (c *compiler) compile() *Set {
 	c.targets(s, builtin, orgProt)
 
 	s.allowCIDRs = c.cidrs(doc.Egress.AllowCIDRs)
+	s.redactParams = c.queryParams(doc.Telemetry.RedactQueryParams)
 	s.server = c.server(&doc.Server)
 	s.ttl, s.inFlightWait = builtin.IdempotencyTTL, builtin.InFlightWait
 	if o := doc.Idempotency.TTL; c.positive(o) {

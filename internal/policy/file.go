@@ -18,6 +18,11 @@ type fileDoc struct {
 	Targets     []targetDoc          `yaml:"targets"`
 	Callers     []callerDoc          `yaml:"callers"`
 	Anonymous   anonymousDoc         `yaml:"anonymous"`
+	Telemetry   telemetryDoc         `yaml:"telemetry"`
+}
+
+type telemetryDoc struct {
+	RedactQueryParams opt[[]string] `yaml:"redact_query_params"`
 }
 
 type serverDoc struct {

@@ -34,6 +34,7 @@ var badFiles = map[string]struct{ prefix, msg string }{
 	"token_not_a_list.yaml":                      {"token_not_a_list.yaml:4: callers[0].tokens: ", "must be a list, got a string"},
 	"bad_token_hash.yaml":                        {"bad_token_hash.yaml:4: callers[0].tokens[0]: ", `must be "sha256:" and the 64 hex digits`},
 	"shared_token.yaml":                          {"shared_token.yaml:6: callers[1].tokens[0]: ", "the same token hash is already given at callers[0].tokens[0] (line 4)"},
+	"bad_redact_query_param.yaml":                {"bad_redact_query_param.yaml:3: telemetry.redact_query_params[1]: ", `"a=b" is not a query parameter name`},
 	"cidr_host_bits.yaml":                        {"cidr_host_bits.yaml:3: egress.allow_cidrs[1]: ", "10.20.1.5/16 has host bits set; write the network address 10.20.0.0/16"},
 	"bad_cidr.yaml":                              {"bad_cidr.yaml:3: egress.allow_cidrs[0]: ", `"10.0.0.0/33" is not a CIDR range`},
 	"negative_timeout.yaml":                      {"negative_timeout.yaml:4: defaults.timeouts.total: ", "must be positive, got -5s"},
@@ -221,6 +222,9 @@ func TestExampleFile(t *testing.T) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := s.RedactQueryParams(); !slices.Equal(got, []string{"api_key", "access_token"}) {
+		t.Errorf("RedactQueryParams = %v", got)
 	}
 	sum := sha256.Sum256(data)
 	if s.Digest() != hex.EncodeToString(sum[:]) {

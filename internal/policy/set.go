@@ -50,6 +50,7 @@ type Set struct {
 
 	server       Server
 	allowCIDRs   []netip.Prefix
+	redactParams []string
 	identity     identity.Config
 	ttl          time.Duration
 	inFlightWait time.Duration
@@ -228,6 +229,11 @@ func (s *Set) Identity() identity.Config {
 	c.AnonymousAllowTargets = slices.Clone(c.AnonymousAllowTargets)
 	return c
 }
+
+// RedactQueryParams returns the query parameters whose values are
+// redacted from url.full on spans, beyond the built-in list
+// (telemetry.redact_query_params); nil when none. The result is a copy.
+func (s *Set) RedactQueryParams() []string { return slices.Clone(s.redactParams) }
 
 // AllowCIDRs returns the ranges the egress guard lets through (egress
 // allow_cidrs), in file order; nil when none. The result is a copy.
