@@ -42,7 +42,7 @@ func startMain(t *testing.T) (*Main, *grpc.ClientConn) {
 // startWith runs a real fetchd on 127.0.0.1:0 (memory store, loopback
 // allowed, no admin port, logs discarded) after edit has changed its
 // settings, and dials it. With closeAtEnd the test's cleanup closes it.
-func startWith(t *testing.T, closeAtEnd bool, edit func(*Main)) (*Main, *grpc.ClientConn) {
+func startWith(t testing.TB, closeAtEnd bool, edit func(*Main)) (*Main, *grpc.ClientConn) {
 	t.Helper()
 	m := NewMain()
 	m.Listen, m.Admin, m.Store = "127.0.0.1:0", "", "memory:"

@@ -38,7 +38,7 @@ import (
 )
 
 // writePolicy writes a policy file into a temporary directory.
-func writePolicy(t *testing.T, yaml string) string {
+func writePolicy(t testing.TB, yaml string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -74,7 +74,7 @@ func startWithPolicy(t *testing.T, path string, edit func(*Main)) (*Main, *grpc.
 	})
 }
 
-func bearer(t *testing.T, token string) context.Context {
+func bearer(t testing.TB, token string) context.Context {
 	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token)
 }
 
