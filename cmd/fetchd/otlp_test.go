@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -93,7 +95,12 @@ func TestSpansLeaveOverOTLP(t *testing.T) {
 	var server *tracepb.Span
 	var clients []*tracepb.Span
 	for len(clients) < 2 || server == nil {
-		s := <-spans
+		var s *tracepb.Span
+		select {
+		case s = <-spans:
+		case <-time.After(time.Minute): // a bound on a hang, not a wait for time to pass
+			t.Fatalf("spans received: server %v, %d CLIENT; want the server span and 2 CLIENT spans", server != nil, len(clients))
+		}
 		if hex.EncodeToString(s.GetTraceId()) != traceID {
 			t.Fatalf("span %q is in trace %x, want the caller's", s.GetName(), s.GetTraceId())
 		}
@@ -126,5 +133,13 @@ func TestSpansLeaveOverOTLP(t *testing.T) {
 // startProcessEnv is startProcess with extra environment variables.
 func startProcessEnv(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	return startProcessWith(t, func(cmd *exec.Cmd) { cmd.Env = append(cmd.Environ(), env...) }, args...)
+	return startProcessWith(t, func(cmd *exec.Cmd) {
+		// The developer's own OTEL_* settings must not steer the test.
+		for _, kv := range cmd.Environ() {
+			if !strings.HasPrefix(kv, "OTEL_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, env...)
+	}, args...)
 }

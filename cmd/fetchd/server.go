@@ -24,6 +24,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -135,7 +136,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.client = outbound.New(m.guard,
 		outbound.WithTracerProvider(m.tel.TracerProvider()),
 		outbound.WithMeterProvider(m.tel.MeterProvider()),
-		outbound.WithPropagator(m.tel.Propagator()),
+		// Only the trace context goes upstream: the caller's baggage may
+		// hold internal data that third parties must not see.
+		outbound.WithPropagator(propagation.TraceContext{}),
 		outbound.WithRedactedQueryParams(set.RedactQueryParams()...))
 	m.auth = identity.New(set.Identity())
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
@@ -324,8 +327,12 @@ func (m *Main) Close() error {
 	}
 	if m.tel != nil {
 		// Flush the spans of the calls that just finished.
+		// An export that fails here (a collector down) is logged, not an
+		// error of the shutdown: the calls themselves all finished.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, m.tel.Shutdown(ctx))
+		if err := m.tel.Shutdown(ctx); err != nil {
+			m.Logger.Warn("fetchd: flushing spans at shutdown failed", "error", err)
+		}
 		cancel()
 	}
 	if m.store != nil {

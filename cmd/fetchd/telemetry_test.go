@@ -9,6 +9,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
@@ -67,16 +68,30 @@ func TestMetricsEndpoint(t *testing.T) {
 	if dur == nil {
 		t.Fatalf("no fetchd_fetch_duration_seconds; families: %v", familyNames(fams))
 	}
+	// A refused target gets no host label of its own.
+	_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "http://10.9.8.7/"})
+	wantCode(t, err, codes.PermissionDenied, "egress guard refused")
+	fams = scrape(t, m)
+	dur = fams["fetchd_fetch_duration_seconds"]
 	outcomes := map[string]uint64{}
 	for _, mt := range dur.GetMetric() {
 		l := labels(mt)
-		if l["target_host"] != "127.0.0.1" || l["caller"] != "anonymous" {
-			t.Errorf("duration labels = %v", l)
+		want := "127.0.0.1"
+		if l["outcome"] == "permission_denied" {
+			want = "_refused"
+		}
+		if l["target_host"] != want || len(l) != 2 {
+			t.Errorf("duration labels = %v, want target_host %q and outcome", l, want)
 		}
 		outcomes[l["outcome"]] += mt.GetHistogram().GetSampleCount()
 	}
-	if outcomes["2xx"] != 1 || outcomes["4xx"] != 1 {
-		t.Fatalf("duration samples by outcome = %v, want one 2xx and one 4xx", outcomes)
+	if outcomes["2xx"] != 1 || outcomes["4xx"] != 1 || outcomes["permission_denied"] != 1 {
+		t.Fatalf("duration samples by outcome = %v, want one 2xx, one 4xx, one permission_denied", outcomes)
+	}
+	for _, name := range []string{"fetchd_outbound_attempts_total", "fetchd_outbound_requests_in_flight", "fetchd_egress_denied_total", "rpc_server_call_duration_seconds"} {
+		if fams[name] == nil {
+			t.Errorf("no %s in /metrics", name)
+		}
 	}
 	if fams["go_goroutines"] == nil {
 		t.Fatal("no Go runtime metrics (go_goroutines)")
@@ -101,21 +116,35 @@ func familyNames(fams map[string]*dto.MetricFamily) []string {
 }
 
 // TestTraceContextContinues: a caller's W3C traceparent continues into
-// fetchd's trace, and the response names it.
+// fetchd's trace, and the response names it; the trace context goes
+// upstream, the caller's baggage does not.
 func TestTraceContextContinues(t *testing.T) {
 	t.Parallel()
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	got := make(chan http.Header, 2)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Write([]byte("ok"))
+	}))
 	defer up.Close()
 	m, conn := startMain(t)
 	defer m.Close()
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	ctx := metadata.AppendToOutgoingContext(t.Context(),
+		"traceparent", "00-"+traceID+"-00f067aa0ba902b7-01",
+		"baggage", "internal.user=alice")
 	resp, err := fetchdv1.NewFetchServiceClient(conn).Fetch(ctx, &fetchdv1.FetchRequest{Url: up.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.GetTraceId() != traceID {
 		t.Fatalf("trace_id = %q, want the caller's %q", resp.GetTraceId(), traceID)
+	}
+	h := <-got
+	if tp := h.Get("Traceparent"); !strings.Contains(tp, traceID) {
+		t.Fatalf("upstream traceparent = %q, want the caller's trace", tp)
+	}
+	if b := h.Get("Baggage"); b != "" {
+		t.Fatalf("the caller's baggage reached the upstream: %q", b)
 	}
 	// Without a caller trace, fetchd starts one.
 	resp, err = fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL})

@@ -196,9 +196,6 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 // such a hop takes the target's transport and protection state as they are,
 // and never replaces them (see protection.budgetFor).
 func (r *run) hop() (*Response, error) {
-	if o := r.c.obs; o.tracer != nil || o.hosts != nil {
-		r.tel = o.hop(r.method, r.url)
-	}
 	if ae := r.checkLiteral(); ae != nil {
 		if ae.class == ClassDenied {
 			r.egressDenied(ae.cause)
@@ -208,6 +205,11 @@ func (r *run) hop() (*Response, error) {
 		}
 		r.appendLog(Attempt{Number: len(r.log) + 1, Error: ae.class, Detail: ae.detail})
 		return nil, r.exhausted(ae, "")
+	}
+	// After the literal check: a refused address gets no host label, so
+	// refused targets cannot use up the bounded label set.
+	if o := r.c.obs; o.tracer != nil || o.hosts != nil {
+		r.tel = o.hop(r.method, r.url)
 	}
 	key := targetKey(r.url)
 	own := r.hops == 0 || r.req.HopPolicy != nil || key == targetKey(r.req.URL)

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash"
+	"runtime/debug"
 	"time"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
@@ -82,6 +84,15 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 	done := make(chan result, 1)
 	go func() {
 		defer s.detached.Done()
+		// A panic here is on a goroutine of its own, out of reach of the
+		// server's recovery: it must not end the daemon. The key stays
+		// claimed until its lease runs out (the outcome is unknown).
+		defer func() {
+			if p := recover(); p != nil {
+				s.logger.ErrorContext(ctx, "fetch: panic in a keyed send; key held until its lease expires", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				done <- result{err: errSendPanicked}
+			}
+		}()
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), oreq.Policy.TotalTimeout)
 		defer cancel()
 		defer context.AfterFunc(s.detachedCtx, cancel)()

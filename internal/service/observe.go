@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 	"unicode"
@@ -15,7 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/identity"
+	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/telemetry"
 )
 
@@ -44,7 +47,7 @@ func newMeters(mp metric.MeterProvider) meters {
 	// instruments returned are then no-ops, which is the right fallback.
 	duration, _ := m.Float64Histogram("fetchd.fetch.duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Duration of Fetch calls, by target host, outcome and caller."),
+		metric.WithDescription("Duration of Fetch calls, by target host and outcome."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 	idem, _ := m.Int64Counter("fetchd.idempotency.outcomes",
 		metric.WithDescription("Keyed Fetch calls by idempotency outcome: claimed, replayed, conflict, in_flight."))
@@ -53,9 +56,16 @@ func newMeters(mp metric.MeterProvider) meters {
 
 // callInfo is what one Fetch learned about itself, for telemetry.
 type callInfo struct {
-	host    string
-	applied *fetchdv1.AppliedPolicy
+	host      string
+	permitted bool // the caller may reach host
+	applied   *fetchdv1.AppliedPolicy
 }
+
+// Host labels of calls that never reached a permitted target.
+const (
+	hostNone    = "none"     // the URL was not valid
+	hostRefused = "_refused" // the caller or the egress guard refused it
+)
 
 // idempotencyEvent records an idempotency outcome on the Fetch span and in
 // the counter.
@@ -68,17 +78,25 @@ func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
 // metric, and the fields of its one log line (written by the logging
 // interceptor when the call finishes). Nothing recorded carries a body, a
 // header, the URL's path or query, or the idempotency key.
-func (s *Service) observe(ctx context.Context, id *identity.Identity, info *callInfo, resp *fetchdv1.FetchResponse, err error, took time.Duration) {
+//
+// Only a target the caller may reach and the guard did not refuse gets its
+// own host label, so refused targets cannot use up the bounded label set.
+// raw is the error before it became a status.
+func (s *Service) observe(ctx context.Context, id *identity.Identity, info *callInfo, resp *fetchdv1.FetchResponse, err, raw error, took time.Duration) {
 	outcome := outcomeOf(resp, err)
 	host := info.host
-	if host == "" {
-		host = "none"
+	var label string
+	switch {
+	case host == "":
+		host, label = hostNone, hostNone
+	case !info.permitted || errors.Is(raw, egress.ErrDenied):
+		label = hostRefused
+	default:
+		label = s.meters.hosts.Label(host)
 	}
-	label := s.meters.hosts.Label(host)
 	s.meters.duration.Record(ctx, took.Seconds(), metric.WithAttributes(
 		attribute.String("target.host", label),
 		attribute.String("outcome", outcome),
-		attribute.String("caller", id.Name),
 	))
 
 	span := trace.SpanFromContext(ctx)
@@ -100,19 +118,38 @@ func (s *Service) observe(ctx context.Context, id *identity.Identity, info *call
 		}
 		fields = append(fields, "policy", p.GetName())
 	}
+	attempts, stopped := len(resp.GetAttempts()), resp.GetRetryStopped()
 	if resp != nil {
 		attrs = append(attrs,
 			attribute.Int("fetchd.upstream.status", int(resp.GetStatus())),
-			attribute.Int("fetchd.attempts", len(resp.GetAttempts())),
 			attribute.Bool("fetchd.replayed", resp.GetReplayed()))
-		fields = append(fields, "status", resp.GetStatus(), "attempts", len(resp.GetAttempts()), "replayed", resp.GetReplayed())
-		if resp.GetRetryStopped() != "" {
-			attrs = append(attrs, attribute.String("fetchd.retry_stopped", resp.GetRetryStopped()))
-			fields = append(fields, "retry_stopped", resp.GetRetryStopped())
-		}
+		fields = append(fields, "status", resp.GetStatus(), "replayed", resp.GetReplayed())
+	} else {
+		attempts, stopped = failedAttempts(raw)
+	}
+	attrs = append(attrs, attribute.Int("fetchd.attempts", attempts))
+	fields = append(fields, "attempts", attempts)
+	if stopped != "" {
+		attrs = append(attrs, attribute.String("fetchd.retry_stopped", stopped))
+		fields = append(fields, "retry_stopped", stopped)
 	}
 	span.SetAttributes(attrs...)
 	logging.AddFields(ctx, fields)
+}
+
+// failedAttempts reads the attempt count and stop reason of a failure.
+func failedAttempts(err error) (int, string) {
+	var (
+		exhausted *outbound.ExhaustedError
+		tooLarge  *outbound.BodyTooLargeError
+	)
+	switch {
+	case errors.As(err, &exhausted):
+		return len(exhausted.Attempts), exhausted.Stopped
+	case errors.As(err, &tooLarge):
+		return len(tooLarge.Attempts), ""
+	}
+	return 0, ""
 }
 
 // outcomeOf is the metric outcome: the HTTP status class of an answer, or

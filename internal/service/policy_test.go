@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/identity"
+	"github.com/fetchd/fetchd/internal/outbound"
 	"github.com/fetchd/fetchd/internal/policy"
 )
 
@@ -499,4 +501,27 @@ func TestFetchSpanShowsWhatRan(t *testing.T) {
 	if strings.Join(events, ",") != "idempotency.claimed,idempotency.replayed" {
 		t.Errorf("span events = %v", events)
 	}
+}
+
+// panicky is a fetcher that panics.
+type panicky struct{}
+
+func (panicky) Do(context.Context, *outbound.Request) (*outbound.Response, error) {
+	panic("engine bug")
+}
+
+// TestKeyedSendPanicDoesNotEndTheDaemon: a keyed send runs on its own
+// goroutine, out of reach of the server's recovery; a panic there answers
+// INTERNAL, holds the key, and the service keeps serving.
+func TestKeyedSendPanicDoesNotEndTheDaemon(t *testing.T) {
+	t.Parallel()
+	store := idempotency.NewMemory()
+	t.Cleanup(func() { store.Close() })
+	svc := New(panicky{}, store, WithLogger(discard), inFlightWait(t, time.Millisecond))
+	client := serve(t, svc)
+	req := keyedPost("https://example.com/pay", uniqueKey(t), "x")
+	_, err := client.Fetch(t.Context(), req)
+	wantCode(t, err, codes.Internal, "internal error")
+	_, err = client.Fetch(t.Context(), req)
+	wantCode(t, err, codes.Aborted, "") // held, never blindly re-sent
 }

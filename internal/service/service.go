@@ -166,6 +166,7 @@ func (s *Service) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetch
 	id := caller(ctx)
 	var info callInfo
 	resp, err := s.fetch(ctx, id, req, &info)
+	raw := err
 	trace := traceID(ctx)
 	if err != nil {
 		st := toStatus(err, info.applied, trace)
@@ -176,7 +177,7 @@ func (s *Service) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetch
 	} else {
 		resp.TraceId = trace
 	}
-	s.observe(ctx, id, &info, resp, err, s.now().Sub(start))
+	s.observe(ctx, id, &info, resp, err, raw, s.now().Sub(start))
 	return resp, err
 }
 
@@ -217,6 +218,7 @@ func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv
 	if !id.Permits(host) {
 		return nil, &notPermittedError{caller: id.Name, host: host}
 	}
+	info.permitted = true
 	if err := c.complete(&res); err != nil {
 		return nil, err
 	}

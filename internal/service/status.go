@@ -22,6 +22,8 @@ var (
 	errKeyConflict = errors.New("idempotency key was already used with a different request (method, URL or body); use a new key")
 	errInFlight    = errors.New("a request with this idempotency key is still in flight or its outcome is unknown; retry later with the same key")
 	errDraining    = errors.New("fetchd is shutting down")
+	// errSendPanicked is a keyed send that panicked; it answers INTERNAL.
+	errSendPanicked = errors.New("keyed send panicked")
 	// errReplayTooLarge replays an upstream answer whose body was over the limit.
 	errReplayTooLarge = fmt.Errorf("replayed: %w", outbound.ErrBodyTooLarge)
 )
