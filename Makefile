@@ -35,7 +35,7 @@ checkgenerate: generate ## fail when gen/ is stale
 	@test -z "$$(git status --porcelain -- gen)" || { echo "gen/ is stale: run 'make generate' and commit the result"; git status --porcelain -- gen; git diff --stat -- gen; exit 1; }
 
 bench: ## benchmarks against a direct net/http baseline in the same run
-	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/
+	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/ ./internal/policy/ ./cmd/fetchd/
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck
 
