@@ -16,8 +16,9 @@ check: checkgenerate lint test ## everything CI runs: generated code fresh, lint
 run: ## run fetchd on its embedded defaults
 	go run ./cmd/fetchd
 
-test: ## the whole test suite, under the race detector (starts Redis if needed)
+test: ## the whole test suite, under the race detector (starts Redis, installs node if needed)
 	./scripts/ensure-redis
+	./scripts/ensure-node
 	go test -race -count=1 ./...
 
 lint: tools ## vet, staticcheck, buf lint/format and breaking checks
