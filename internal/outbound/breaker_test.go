@@ -523,7 +523,10 @@ func TestShortenedTimeoutsDoNotOpenTheBreaker(t *testing.T) {
 			c, _ := newClient(t)
 			req := request(t, "GET", up.URL+"/", nil)
 			req.Policy = breakerPolicy(5)
-			req.Policy.ReadTimeout = time.Millisecond // the upstream takes until cancelled
+			req.Policy.ReadTimeout = 10 * time.Second
+			if tt.class == ClassReadTimeout {
+				req.Policy.ReadTimeout = time.Millisecond // the upstream takes until cancelled
+			}
 			req.Policy.ShortenedTimeouts = tt.shortened
 			for i := range 5 {
 				resp, err := c.Do(context.Background(), req)

@@ -802,7 +802,9 @@ func TestTLS(t *testing.T) {
 		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		t.Cleanup(srv.Close)
 		c, s := newClient(t) // system roots do not know the test CA
-		_, err := c.Do(context.Background(), request(t, "GET", srv.URL+"/", nil))
+		req := request(t, "GET", srv.URL+"/", nil)
+		req.Policy.ConnectTimeout = time.Minute // a slow handshake on a loaded machine is not the point
+		_, err := c.Do(context.Background(), req)
 		var ex *ExhaustedError
 		if !errors.As(err, &ex) || len(ex.Attempts) != 1 || ex.Attempts[0].Error != ClassTLS || len(s.got()) != 0 {
 			t.Fatalf("err = %v, want one tls attempt", err)
@@ -923,13 +925,15 @@ func TestCloseClosesIdleConnections(t *testing.T) {
 
 func TestReadTimeoutIsSilenceNotTotal(t *testing.T) {
 	t.Parallel()
-	// 12 bytes 25ms apart: 300ms in all, never 100ms of silence.
+	// 40 bytes 20ms apart: 800ms in all, never 400ms of silence (the
+	// margin keeps a loaded machine's scheduling stalls from reading as
+	// silence).
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()
-		tick := time.NewTicker(25 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
-		for range 12 {
+		for range 40 {
 			<-tick.C
 			w.Write([]byte("x"))
 			w.(http.Flusher).Flush()
@@ -937,12 +941,12 @@ func TestReadTimeoutIsSilenceNotTotal(t *testing.T) {
 	})
 	c, _ := newClient(t)
 	req := request(t, "GET", up.URL+"/", nil)
-	req.Policy.ReadTimeout = 100 * time.Millisecond
+	req.Policy.ReadTimeout = 400 * time.Millisecond
 	resp, err := c.Do(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(resp.Body) != "xxxxxxxxxxxx" || len(resp.Attempts) != 1 {
+	if string(resp.Body) != strings.Repeat("x", 40) || len(resp.Attempts) != 1 {
 		t.Fatalf("got %q after %v", resp.Body, classes(resp.Attempts))
 	}
 }
