@@ -9,9 +9,18 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 
-.PHONY: check test lint generate checkgenerate bench tools run
+.PHONY: check test lint generate checkgenerate bench fuzz tools run
 
-check: checkgenerate lint test ## everything CI runs: generated code fresh, lint, tests under -race
+# How long each fuzz target runs in `make fuzz` (and so in CI).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	FuzzLoad:./internal/policy/ \
+	FuzzRetryAfter:./internal/outbound/ \
+	FuzzValidate:./internal/service/ \
+	FuzzClassify:./internal/egress/ \
+	FuzzParseURL:./internal/egress/
+
+check: checkgenerate lint test fuzz ## everything CI runs: generated code fresh, lint, tests under -race, a short fuzz run
 
 run: ## run fetchd on its embedded defaults
 	go run ./cmd/fetchd
@@ -34,6 +43,13 @@ generate: tools ## regenerate gen/ from proto/
 
 checkgenerate: generate ## fail when gen/ is stale
 	@test -z "$$(git status --porcelain -- gen)" || { echo "gen/ is stale: run 'make generate' and commit the result"; git status --porcelain -- gen; git diff --stat -- gen; exit 1; }
+
+fuzz: ## each fuzz target for FUZZTIME from its committed seed corpus; a crash is written to testdata/fuzz and fails
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "go test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZTIME) $$pkg"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZTIME) $$pkg; \
+	done
 
 bench: ## benchmarks against a direct net/http baseline in the same run
 	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/ ./internal/policy/ ./cmd/fetchd/

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -41,6 +42,11 @@ func normalizeHost(raw string) (name string, addr netip.Addr, reason string) {
 	}
 	if strings.Contains(raw, "%") {
 		return "", netip.Addr{}, fmt.Sprintf("host %q contains a %%", clip(raw, 64))
+	}
+	if !utf8.ValidString(raw) {
+		// The IDNA mapping would turn the bad bytes into U+FFFD and
+		// encode that as punycode: a name nobody wrote.
+		return "", netip.Addr{}, fmt.Sprintf("host %q is not valid UTF-8", clip(raw, 64))
 	}
 	host, err := lookupProfile.ToASCII(raw)
 	if err != nil {

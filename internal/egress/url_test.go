@@ -123,6 +123,11 @@ func TestParseURLMalformed(t *testing.T) {
 		{"http single slash", "http:/path", noHost},
 		{"only a port", "http://:80/", noHost},
 		{"userinfo", "http://user:pass@example.com/", creds},
+		// Found by FuzzParseURL: IDNA mapped bytes that are never UTF-8 to
+		// U+FFFD and punycoded them into a name nobody wrote.
+		{"host not UTF-8", "http://\xf7000", `host "\xf7000" is not valid UTF-8`},
+		{"escaped host not UTF-8", "http://%F7000/", `host "\xf7000" is not valid UTF-8`},
+		{"label not UTF-8", "http://a\xffb.example.com/", `host "a\xffb.example.com" is not valid UTF-8`},
 		{"user only", "http://user@example.com/", creds},
 		{"empty userinfo", "http://@example.com/", creds},
 		{"name then at", "http://example.com@127.0.0.1/", creds},
