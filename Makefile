@@ -8,6 +8,7 @@ BUF_VERSION                := v1.47.2
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
+GRPCURL_VERSION            := v1.9.3
 
 .PHONY: check test lint generate checkgenerate bench fuzz tools run
 
@@ -30,7 +31,7 @@ check: checkgenerate lint test fuzz ## everything CI runs: generated code fresh,
 run: ## run fetchd on its embedded defaults
 	go run ./cmd/fetchd
 
-test: ## the whole test suite, under the race detector (starts Redis, installs node if needed)
+test: $(BIN)/grpcurl ## the whole test suite, under the race detector (starts Redis, installs node if needed)
 	./scripts/ensure-redis
 	./scripts/ensure-node
 	go test -race -count=1 ./...
@@ -59,7 +60,7 @@ fuzz: ## each fuzz target for FUZZTIME executions from its committed seed corpus
 bench: ## benchmarks against a direct net/http baseline in the same run
 	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/ ./internal/policy/ ./cmd/fetchd/
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl
 
 $(BIN)/buf:
 	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -69,3 +70,5 @@ $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
