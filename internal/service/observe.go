@@ -3,11 +3,11 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/calllog"
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/identity"
 	"github.com/fetchd/fetchd/internal/outbound"
@@ -70,13 +71,15 @@ const (
 // idempotencyEvent records an idempotency outcome on the Fetch span and in
 // the counter.
 func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
-	trace.SpanFromContext(ctx).AddEvent("idempotency."+outcome, trace.WithAttributes(attribute.String("fetchd.idempotency.outcome", outcome)))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent("idempotency."+outcome, trace.WithAttributes(attribute.String("fetchd.idempotency.outcome", outcome)))
+	}
 	s.meters.idem.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
 }
 
-// observe records a finished Fetch: attributes on its span, the duration
-// metric, and the fields of its one log line (written by the logging
-// interceptor when the call finishes). Nothing recorded carries a body, a
+// observe records a finished Fetch: the duration metric, the fields of its
+// one log line (written by calllog's interceptor when the call finishes),
+// and attributes on its span when the span records. Nothing recorded carries a body, a
 // header, the URL's path or query, or the idempotency key.
 //
 // Only a target the caller may reach and the guard did not refuse gets its
@@ -99,14 +102,35 @@ func (s *Service) observe(ctx context.Context, id *identity.Identity, info *call
 		attribute.String("outcome", outcome),
 	))
 
+	attempts, stopped := len(resp.GetAttempts()), resp.GetRetryStopped()
+	if resp == nil {
+		attempts, stopped = failedAttempts(raw)
+	}
+	p := info.applied
+	if rec := calllog.FromContext(ctx); rec != nil {
+		rec.Add(slog.String("caller", id.Name), slog.String("target_host", host), slog.String("outcome", outcome))
+		if p != nil {
+			rec.Add(slog.String("policy", p.GetName()))
+		}
+		if resp != nil {
+			rec.Add(slog.Uint64("status", uint64(resp.GetStatus())), slog.Bool("replayed", resp.GetReplayed()))
+		}
+		rec.Add(slog.Int("attempts", attempts))
+		if stopped != "" {
+			rec.Add(slog.String("retry_stopped", stopped))
+		}
+	}
+
 	span := trace.SpanFromContext(ctx)
-	attrs := []attribute.KeyValue{
+	if !span.IsRecording() {
+		return
+	}
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = append(attrs,
 		attribute.String("fetchd.caller", id.Name),
 		attribute.String("fetchd.target.host", host),
-		attribute.String("fetchd.outcome", outcome),
-	}
-	fields := logging.Fields{"caller", id.Name, "target_host", host, "outcome", outcome}
-	if p := info.applied; p != nil {
+		attribute.String("fetchd.outcome", outcome))
+	if p != nil {
 		// What ran, after precedence and caps, so the trace shows it too.
 		attrs = append(attrs,
 			attribute.String("fetchd.policy", p.GetName()),
@@ -116,25 +140,17 @@ func (s *Service) observe(ctx context.Context, id *identity.Identity, info *call
 		if len(p.GetClamped()) > 0 {
 			attrs = append(attrs, attribute.StringSlice("fetchd.policy.clamped", p.GetClamped()))
 		}
-		fields = append(fields, "policy", p.GetName())
 	}
-	attempts, stopped := len(resp.GetAttempts()), resp.GetRetryStopped()
 	if resp != nil {
 		attrs = append(attrs,
 			attribute.Int("fetchd.upstream.status", int(resp.GetStatus())),
 			attribute.Bool("fetchd.replayed", resp.GetReplayed()))
-		fields = append(fields, "status", resp.GetStatus(), "replayed", resp.GetReplayed())
-	} else {
-		attempts, stopped = failedAttempts(raw)
 	}
 	attrs = append(attrs, attribute.Int("fetchd.attempts", attempts))
-	fields = append(fields, "attempts", attempts)
 	if stopped != "" {
 		attrs = append(attrs, attribute.String("fetchd.retry_stopped", stopped))
-		fields = append(fields, "retry_stopped", stopped)
 	}
 	span.SetAttributes(attrs...)
-	logging.AddFields(ctx, fields)
 }
 
 // failedAttempts reads the attempt count and stop reason of a failure.
