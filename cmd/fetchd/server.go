@@ -18,10 +18,7 @@ import (
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
@@ -35,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/calllog"
 	"github.com/fetchd/fetchd/internal/egress"
 	"github.com/fetchd/fetchd/internal/idempotency"
 	"github.com/fetchd/fetchd/internal/identity"
@@ -133,8 +131,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.checkRedis(ctx, r)
 	}
 	m.guard = egress.New(egress.WithAllow(m.allowCIDRs(set)...))
+	// Without an exporter, attempts get no spans of their own: nothing
+	// would read them, and the trace context sent upstream is then the
+	// Fetch span's, which still carries the caller's trace.
+	var attemptSpans trace.TracerProvider
+	if m.tel.Exporting() != "" {
+		attemptSpans = m.tel.TracerProvider()
+	}
 	m.client = outbound.New(m.guard,
-		outbound.WithTracerProvider(m.tel.TracerProvider()),
+		outbound.WithTracerProvider(attemptSpans),
 		outbound.WithMeterProvider(m.tel.MeterProvider()),
 		// Only the trace context goes upstream: the caller's baggage may
 		// hold internal data that third parties must not see.
@@ -158,9 +163,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	recover := recovery.WithRecoveryHandlerContext(m.recovered)
 	// The call log is outermost, so it also records calls refused by
 	// authentication and panics turned into INTERNAL by recovery.
-	callLog := selector.UnaryServerInterceptor(
-		logging.UnaryServerInterceptor(m.callLogger(), logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(traceFields)),
-		selector.MatchFunc(fetchdCall))
+	callLog := calllog.UnaryServerInterceptor(m.Logger, fetchdMethod)
 	opts := []grpc.ServerOption{
 		// The server span of each call, continuing the caller's W3C trace
 		// context; health checks and reflection are not traced.
@@ -366,25 +369,10 @@ func (m *Main) checkRedis(ctx context.Context, r *idempotency.Redis) {
 	}
 }
 
-// callLogger writes the one line per Fetch through fetchd's slog logger.
-func (m *Main) callLogger() logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
-		m.Logger.Log(ctx, slog.Level(level), msg, fields...)
-	})
-}
-
-// fetchdCall selects the calls of fetchd's own services for the call log;
+// fetchdMethod selects the calls of fetchd's own services for the call log;
 // health checks and reflection are not logged.
-func fetchdCall(_ context.Context, c interceptors.CallMeta) bool {
-	return strings.HasPrefix(c.FullMethod(), "/fetchd.")
-}
-
-// traceFields adds the call's trace ID to its log line.
-func traceFields(ctx context.Context) logging.Fields {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		return logging.Fields{"trace_id", sc.TraceID().String()}
-	}
-	return nil
+func fetchdMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/fetchd.")
 }
 
 // recovered turns a panic in a handler into INTERNAL with a generic message;

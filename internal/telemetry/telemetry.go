@@ -41,6 +41,7 @@ type Config struct {
 // it when the daemon stops; it sets no OTel or Prometheus globals.
 type Telemetry struct {
 	tp        *sdktrace.TracerProvider
+	spans     trace.TracerProvider // tp, or unrecorded when nothing exports
 	mp        *sdkmetric.MeterProvider
 	prop      propagation.TextMapPropagator
 	metrics   http.Handler
@@ -53,11 +54,11 @@ type Telemetry struct {
 }
 
 // Setup builds the providers from cfg and the environment. The tracer
-// provider samples per OTEL_TRACES_SAMPLER (default parentbased_always_on)
-// and records sampled spans whether or not anything exports them; every
-// span, sampled or not, carries a real trace ID. Each exporter the
-// environment asks for gets a batch span processor. The meter provider feeds the Prometheus handler only; metrics
-// are never pushed. Malformed OTEL_* values are ignored with a warning (see
+// provider samples per OTEL_TRACES_SAMPLER (default parentbased_always_on);
+// every span, sampled or not, carries a real trace ID. Each exporter the
+// environment asks for gets a batch span processor; with none, spans record
+// nothing (see TracerProvider). The meter provider feeds the Prometheus
+// handler only; metrics are never pushed. Malformed OTEL_* values are ignored with a warning (see
 // the package documentation); Setup fails only if an exporter or the
 // registry cannot be built.
 func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
@@ -80,9 +81,10 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		return nil, err
 	}
 	t := &Telemetry{res: res, prop: e.propagator()}
+	sampler := e.sampler()
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(e.sampler()),
+		sdktrace.WithSampler(sampler),
 	}
 	var desc []string
 	for _, name := range e.exporterNames() {
@@ -103,6 +105,10 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	t.mp, t.metrics = mp, h
 	t.tp = sdktrace.NewTracerProvider(opts...)
+	t.spans = t.tp
+	if len(t.exporters) == 0 {
+		t.spans = &unrecorded{sampler: sampler}
+	}
 	return t, nil
 }
 
@@ -115,8 +121,10 @@ func (t *Telemetry) shutdownExporters(ctx context.Context) error {
 	return err
 }
 
-// TracerProvider returns the *sdktrace.TracerProvider spans are made with.
-func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tp }
+// TracerProvider returns the provider spans are made with: the SDK's when an
+// exporter is set; otherwise one whose spans carry real, sampled-as-configured
+// span contexts but record nothing (nothing would read it).
+func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.spans }
 
 // MeterProvider returns the *sdkmetric.MeterProvider whose instruments
 // MetricsHandler serves.

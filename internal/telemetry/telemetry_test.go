@@ -41,8 +41,12 @@ func TestSetupSilentEnvironment(t *testing.T) {
 	}
 	ctx, span := tel.TracerProvider().Tracer("test").Start(t.Context(), "op")
 	sc := span.SpanContext()
-	if !sc.TraceID().IsValid() || !sc.IsSampled() || !span.IsRecording() {
-		t.Errorf("span context %+v recording=%v, want a valid sampled recording span", sc, span.IsRecording())
+	if !sc.TraceID().IsValid() || !sc.SpanID().IsValid() || !sc.IsSampled() || span.IsRecording() {
+		t.Errorf("span context %+v recording=%v, want a valid sampled span that records nothing (nothing exports it)", sc, span.IsRecording())
+	}
+	_, child := tel.TracerProvider().Tracer("test").Start(ctx, "child")
+	if cc := child.SpanContext(); cc.TraceID() != sc.TraceID() || cc.SpanID() == sc.SpanID() || !cc.SpanID().IsValid() {
+		t.Errorf("child span context %+v of %+v, want the same trace and a new span ID", cc, sc)
 	}
 	carrier := propagation.MapCarrier{}
 	tel.Propagator().Inject(ctx, carrier)
