@@ -24,7 +24,8 @@ FUZZ_TARGETS := \
 	FuzzRetryAfter:./internal/outbound/ \
 	FuzzValidate:./internal/service/ \
 	FuzzClassify:./internal/egress/ \
-	FuzzParseURL:./internal/egress/
+	FuzzParseURL:./internal/egress/ \
+	FuzzPlainASCII:./internal/egress/
 
 check: checkgenerate lint test fuzz ## everything CI runs: generated code fresh, lint, tests under -race, a short fuzz run
 

@@ -34,6 +34,11 @@ const (
 // returns either a lower-case ASCII name or, when the host is a numeric IPv4
 // spelling, the address it reaches; reason is set when the host is malformed.
 func normalizeHost(raw string) (name string, addr netip.Addr, reason string) {
+	return normalize(raw, !plainASCII(raw))
+}
+
+// normalize is normalizeHost, mapping raw through lookupProfile or not.
+func normalize(raw string, mapIDNA bool) (name string, addr netip.Addr, reason string) {
 	if raw == "" {
 		return "", netip.Addr{}, "url has no host"
 	}
@@ -48,9 +53,12 @@ func normalizeHost(raw string) (name string, addr netip.Addr, reason string) {
 		// encode that as punycode: a name nobody wrote.
 		return "", netip.Addr{}, fmt.Sprintf("host %q is not valid UTF-8", clip(raw, 64))
 	}
-	host, err := lookupProfile.ToASCII(raw)
-	if err != nil {
-		return "", netip.Addr{}, fmt.Sprintf("host %q is not a valid domain name (%v)", clip(raw, 64), err)
+	host := raw
+	if mapIDNA {
+		var err error
+		if host, err = lookupProfile.ToASCII(raw); err != nil {
+			return "", netip.Addr{}, fmt.Sprintf("host %q is not a valid domain name (%v)", clip(raw, 64), err)
+		}
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if host == "" {
@@ -77,6 +85,22 @@ func normalizeHost(raw string) (name string, addr netip.Addr, reason string) {
 		}
 	}
 	return host, netip.Addr{}, ""
+}
+
+// plainASCII reports whether host holds only lower-case letters, digits,
+// '.', '-' and '_' and no punycode label: lookupProfile maps such a host to
+// itself and refuses none (the label checks after it still run), so
+// normalizeHost skips the IDNA mapping, most of the CPU it spends on common
+// hosts and IP addresses. TestPlainASCIISkipsNothing holds the two paths
+// equal.
+func plainASCII(host string) bool {
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return !strings.Contains(host, "xn--")
 }
 
 // ipv6Literal checks the inside of a bracketed URL host.

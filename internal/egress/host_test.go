@@ -2,6 +2,7 @@ package egress
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -114,4 +115,48 @@ func TestRedact(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q, want %q", tt.raw, got, tt.want)
 		}
 	}
+}
+
+// TestPlainASCIISkipsNothing: for the hosts normalizeHost does not map
+// through IDNA, mapping them gives the same name, address and refusal.
+func TestPlainASCIISkipsNothing(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{
+		"example.com", "api.example.com.", "127.0.0.1", "127.1", "0177.0.0.1", "0x7f.1", "2130706433",
+		"1.2.3.4.5", "256.0.0.1", "a..b", ".example.com", "example..", "-a.com", "a-.com", "r3---sn-abc.example.net",
+		"_svc._tcp.example.com", "a_b.example", "1.2.3.a", "0x", "09.1", strings.Repeat("a", 64) + ".com",
+		strings.Repeat("a.", 127) + "a", "123", "a.123", "",
+	} {
+		if !plainASCII(h) {
+			t.Fatalf("plainASCII(%q) = false; the table holds plain hosts only", h)
+		}
+		checkPlain(t, h)
+	}
+	for _, h := range []string{"Example.com", "xn--nxasmq6b.com", "a.xn--.com", "ｅｘａｍｐｌｅ.com", "exa mple.com", "a%2e.com"} {
+		if plainASCII(h) {
+			t.Errorf("plainASCII(%q) = true", h)
+		}
+	}
+}
+
+func checkPlain(t *testing.T, h string) {
+	t.Helper()
+	n1, a1, r1 := normalize(h, false)
+	n2, a2, r2 := normalize(h, true)
+	if n1 != n2 || a1 != a2 || (r1 == "") != (r2 == "") {
+		t.Errorf("host %q: without IDNA %q %v %q, with IDNA %q %v %q", h, n1, a1, r1, n2, a2, r2)
+	}
+}
+
+// FuzzPlainASCII holds the IDNA shortcut of normalizeHost equal to the
+// mapping it skips, for every plain host.
+func FuzzPlainASCII(f *testing.F) {
+	for _, s := range []string{"example.com", "127.0.0.1", "a..b", "r3---sn-abc.example.net", "0x7f.1", "_a.b", "-a.b."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		if plainASCII(h) {
+			checkPlain(t, h)
+		}
+	})
 }
