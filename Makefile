@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.3
 
-.PHONY: check test lint generate checkgenerate bench fuzz tools run
+.PHONY: check test lint generate checkgenerate bench bench-compare fuzz tools run
 
 # How much each fuzz target runs in `make fuzz` (and so in CI): a count of
 # executions, not a duration. A duration-based -fuzztime can fail with a bare
@@ -60,6 +60,11 @@ fuzz: ## each fuzz target for FUZZTIME executions from its committed seed corpus
 
 bench: ## benchmarks against a direct net/http baseline in the same run
 	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/ ./internal/policy/ ./cmd/fetchd/
+
+BENCH_COMPARE_FLAGS ?= -duration 10s
+
+bench-compare: ## fetchd against a direct call, a bare gRPC forwarder and haproxy on this machine; writes BENCHMARKS.md and docs/bench-compare.png (installs haproxy with apt-get if missing; about 3 minutes)
+	./scripts/bench-compare $(BENCH_COMPARE_FLAGS)
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl
 
