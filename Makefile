@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.3
 
-.PHONY: check test lint generate checkgenerate bench bench-compare fuzz tools run
+.PHONY: check test lint generate checkgenerate bench bench-compare fuzz tools run soak
 
 # How much each fuzz target runs in `make fuzz` (and so in CI): a count of
 # executions, not a duration. A duration-based -fuzztime can fail with a bare
@@ -60,6 +60,9 @@ fuzz: ## each fuzz target for FUZZTIME executions from its committed seed corpus
 
 bench: ## benchmarks against a direct net/http baseline in the same run
 	go test -run '^$$' -bench . -benchmem -count 6 ./internal/outbound/ ./internal/service/ ./internal/idempotency/ ./internal/policy/ ./cmd/fetchd/
+
+soak: ## the soak run for 3 minutes: mixed traffic through the real binary; every call answered, no duplicate keyed write, resources back to rest
+	FETCHD_SOAK=3m go test -race -count=1 -run '^TestSoak$$' -v ./cmd/fetchd/
 
 BENCH_COMPARE_FLAGS ?= -duration 10s
 

@@ -268,7 +268,11 @@ func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 type process struct {
 	cmd  *exec.Cmd
 	addr string
-	done chan error
+	// admin is the admin HTTP address from the "fetchd: serving" line, ""
+	// when disabled (startProcessWith passes --admin "" unless a later
+	// --admin in args overrides it).
+	admin string
+	done  chan error
 	// msgs receives the msg of every log line after "fetchd: serving"
 	// (dropped when nobody reads and the buffer is full).
 	msgs chan string
@@ -296,14 +300,15 @@ func startProcessWith(t *testing.T, edit func(*exec.Cmd), args ...string) *proce
 		t.Fatal(err)
 	}
 	p := &process{cmd: cmd, done: make(chan error, 1), msgs: make(chan string, 100)}
-	addrc := make(chan string, 1)
+	addrc := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		serving := false
 		for sc.Scan() {
 			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
+				Msg   string `json:"msg"`
+				GRPC  string `json:"grpc"`
+				Admin string `json:"admin"`
 			}
 			if json.Unmarshal(sc.Bytes(), &line) != nil {
 				continue
@@ -311,7 +316,7 @@ func startProcessWith(t *testing.T, edit func(*exec.Cmd), args ...string) *proce
 			switch {
 			case line.Msg == "fetchd: serving":
 				serving = true
-				addrc <- line.GRPC
+				addrc <- [2]string{line.GRPC, line.Admin}
 			case serving:
 				select {
 				case p.msgs <- line.Msg:
@@ -322,11 +327,11 @@ func startProcessWith(t *testing.T, edit func(*exec.Cmd), args ...string) *proce
 		close(addrc)
 		p.done <- cmd.Wait()
 	}()
-	addr, ok := <-addrc
+	addrs, ok := <-addrc
 	if !ok {
 		t.Fatalf("fetchd exited before serving: %v", <-p.done)
 	}
-	p.addr = addr
+	p.addr, p.admin = addrs[0], addrs[1]
 	t.Cleanup(func() { cmd.Process.Kill() })
 	return p
 }
