@@ -44,7 +44,10 @@ func main() {
 // process at once. A value on reload reloads the policy file.
 func run(ctx context.Context, stopSignals func(), reload <-chan os.Signal, args []string, stderr io.Writer) error {
 	m := NewMain()
-	m.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
+	sink := newLogSink(stderr, callLogBatch, callLogFlush)
+	defer sink.Flush()
+	m.Logger = slog.New(slog.NewJSONHandler(sink.Direct(), nil))
+	m.CallLogger = slog.New(slog.NewJSONHandler(sink.Batched(), nil))
 	if err := m.ParseFlags(args, stderr); err != nil {
 		return err
 	}

@@ -60,6 +60,9 @@ type Main struct {
 	AllowCIDRs   []netip.Prefix
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	// CallLogger writes the one line per Fetch; nil: Logger. The command
+	// gives it a batching writer (see logSink).
+	CallLogger *slog.Logger
 	// TLS for the gRPC listener: a certificate and key (PEM files), and the
 	// CA bundle that client certificates are verified against (mTLS caller
 	// identity). All empty: plaintext.
@@ -163,7 +166,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	recover := recovery.WithRecoveryHandlerContext(m.recovered)
 	// The call log is outermost, so it also records calls refused by
 	// authentication and panics turned into INTERNAL by recovery.
-	callLog := calllog.UnaryServerInterceptor(m.Logger, fetchdMethod)
+	callLogger := m.CallLogger
+	if callLogger == nil {
+		callLogger = m.Logger
+	}
+	callLog := calllog.UnaryServerInterceptor(callLogger, fetchdMethod)
 	opts := []grpc.ServerOption{
 		// The server span of each call, continuing the caller's W3C trace
 		// context; health checks and reflection are not traced.
