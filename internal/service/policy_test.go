@@ -64,6 +64,29 @@ targets:
 	if got := resp.GetPolicy().GetRetry().GetMaxAttempts(); got != 2 || resp.GetPolicy().GetName() != policy.DefaultName || len(resp.GetPolicy().GetClamped()) != 0 {
 		t.Fatalf("applied = %v", resp.GetPolicy())
 	}
+
+	// The applied policy of calls that ask for nothing is cached per policy,
+	// rule and caller: a call asking for something in between, or with
+	// another policy, gets its own, and the cached one is unchanged.
+	for _, tt := range []struct {
+		req      *fetchdv1.FetchRequest
+		attempts uint32
+		total    string
+	}{
+		{&fetchdv1.FetchRequest{Url: up.URL, Retry: &fetchdv1.RetryPolicy{MaxAttempts: 3}}, 3, "30s"},
+		{&fetchdv1.FetchRequest{Url: up.URL}, 2, "30s"},
+		{&fetchdv1.FetchRequest{Url: up.URL, Policy: "payments"}, 2, "20s"},
+		{&fetchdv1.FetchRequest{Url: up.URL}, 2, "30s"},
+	} {
+		resp, err := client.Fetch(t.Context(), tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := resp.GetPolicy()
+		if p.GetRetry().GetMaxAttempts() != tt.attempts || p.GetTimeouts().GetTotal().AsDuration().String() != tt.total {
+			t.Fatalf("%v: applied = %v, want %d attempts, total %s", tt.req, p, tt.attempts, tt.total)
+		}
+	}
 }
 
 func TestFetchUnknownPolicyIsInvalidArgument(t *testing.T) {

@@ -62,6 +62,35 @@ type Option func(*Service)
 type generation struct {
 	set   *policy.Set
 	guard *egress.Guard
+
+	// applied caches the AppliedPolicy of calls that ask for nothing, by
+	// appliedKey: it is the same for every such call of one policy, target
+	// rule and caller (a bounded set: all three come from the policy file),
+	// and building it is a dozen allocations. Shared messages are only
+	// read (marshalled), which is safe concurrently.
+	applied sync.Map
+}
+
+type appliedKey struct{ policy, targetRule, caller string }
+
+// appliedPolicy returns the AppliedPolicy of res for caller, from the cache
+// when the call asked for nothing.
+func (g *generation) appliedPolicy(ask *policy.Ask, res *policy.Resolved, caller string) *fetchdv1.AppliedPolicy {
+	if !askedNothing(ask) {
+		return appliedPB(res, caller)
+	}
+	key := appliedKey{res.Policy, res.TargetRule, caller}
+	if p, ok := g.applied.Load(key); ok {
+		return p.(*fetchdv1.AppliedPolicy)
+	}
+	p, _ := g.applied.LoadOrStore(key, appliedPB(res, caller))
+	return p.(*fetchdv1.AppliedPolicy)
+}
+
+func askedNothing(a *policy.Ask) bool {
+	return a.ConnectTimeout == 0 && a.ReadTimeout == 0 && a.AttemptTimeout == 0 && a.TotalTimeout == 0 &&
+		a.MaxAttempts == 0 && a.InitialBackoff == 0 && a.MaxBackoff == 0 && a.Multiplier == 0 &&
+		len(a.RetryOn) == 0 && !a.IgnoreRetryAfter
 }
 
 // WithPolicySet sets the policy the service starts with. Default:
@@ -213,7 +242,7 @@ func (s *Service) fetch(ctx context.Context, id *identity.Identity, req *fetchdv
 	if err != nil {
 		return nil, err
 	}
-	applied := appliedPB(&res, id.Name)
+	applied := gen.appliedPolicy(&c.ask, &res, id.Name)
 	info.applied = applied
 	if !id.Permits(host) {
 		return nil, &notPermittedError{caller: id.Name, host: host}
