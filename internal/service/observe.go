@@ -37,6 +37,11 @@ type meters struct {
 	duration metric.Float64Histogram
 	idem     metric.Int64Counter
 	hosts    *telemetry.HostLabels
+	// durationAttrs holds the attribute sets of duration by target.host
+	// label (bounded by hosts) and outcome (a fixed list); idemAttrs those
+	// of idem by outcome.
+	durationAttrs *telemetry.Measurements
+	idemAttrs     map[string]*telemetry.Measurement
 }
 
 func newMeters(mp metric.MeterProvider) meters {
@@ -52,7 +57,15 @@ func newMeters(mp metric.MeterProvider) meters {
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 	idem, _ := m.Int64Counter("fetchd.idempotency.outcomes",
 		metric.WithDescription("Keyed Fetch calls by idempotency outcome: claimed, replayed, conflict, in_flight."))
-	return meters{duration: duration, idem: idem, hosts: telemetry.NewHostLabels(0)}
+	idemAttrs := make(map[string]*telemetry.Measurement)
+	for _, o := range []string{idemClaimed, idemReplayed, idemConflict, idemInFlight} {
+		idemAttrs[o] = telemetry.NewMeasurement(attribute.String("outcome", o))
+	}
+	return meters{
+		duration: duration, idem: idem, hosts: telemetry.NewHostLabels(0),
+		durationAttrs: telemetry.NewMeasurements("target.host", "outcome"),
+		idemAttrs:     idemAttrs,
+	}
 }
 
 // callInfo is what one Fetch learned about itself, for telemetry.
@@ -74,7 +87,7 @@ func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("idempotency."+outcome, trace.WithAttributes(attribute.String("fetchd.idempotency.outcome", outcome)))
 	}
-	s.meters.idem.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+	s.meters.idem.Add(ctx, 1, s.meters.idemAttrs[outcome].Add...)
 }
 
 // observe records a finished Fetch: the duration metric, the fields of its
@@ -97,10 +110,7 @@ func (s *Service) observe(ctx context.Context, id *identity.Identity, info *call
 	default:
 		label = s.meters.hosts.Label(host)
 	}
-	s.meters.duration.Record(ctx, took.Seconds(), metric.WithAttributes(
-		attribute.String("target.host", label),
-		attribute.String("outcome", outcome),
-	))
+	s.meters.duration.Record(ctx, took.Seconds(), s.meters.durationAttrs.Get(label, outcome).Record...)
 
 	attempts, stopped := len(resp.GetAttempts()), resp.GetRetryStopped()
 	if resp == nil {
@@ -173,12 +183,26 @@ func failedAttempts(err error) (int, string) {
 func outcomeOf(resp *fetchdv1.FetchResponse, err error) string {
 	if err == nil {
 		if c := resp.GetStatus() / 100; c >= 1 && c <= 5 {
-			return string(rune('0'+c)) + "xx"
+			return statusClasses[c]
 		}
 		return "other"
 	}
+	if c := status.Code(err); int(c) < len(codeNames) {
+		return codeNames[c]
+	}
 	return codeName(status.Code(err))
 }
+
+var statusClasses = [...]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// codeNames holds codeName of every code gRPC defines, built once.
+var codeNames = func() []string {
+	names := make([]string, codes.Unauthenticated+1)
+	for c := range names {
+		names[c] = codeName(codes.Code(c))
+	}
+	return names
+}()
 
 // codeName turns codes.DeadlineExceeded into "deadline_exceeded".
 func codeName(c codes.Code) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
@@ -306,5 +307,27 @@ func TestFetchAfterDrainIsUnavailable(t *testing.T) {
 	wantCode(t, err, codes.Unavailable, "shutting down")
 	if up.hits.Load() != 0 {
 		t.Fatal("a call after Drain was sent")
+	}
+}
+
+func TestOutcomeOf(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		resp *fetchdv1.FetchResponse
+		err  error
+		want string
+	}{
+		{&fetchdv1.FetchResponse{Status: 201}, nil, "2xx"},
+		{&fetchdv1.FetchResponse{Status: 503}, nil, "5xx"},
+		{&fetchdv1.FetchResponse{Status: 101}, nil, "1xx"},
+		{&fetchdv1.FetchResponse{Status: 600}, nil, "other"},
+		{nil, status.Error(codes.Unavailable, "x"), "unavailable"},
+		{nil, status.Error(codes.DeadlineExceeded, "x"), "deadline_exceeded"},
+		{nil, status.Error(codes.Unauthenticated, "x"), "unauthenticated"},
+		{nil, status.Error(codes.Code(99), "x"), "code(99)"},
+	} {
+		if got := outcomeOf(tt.resp, tt.err); got != tt.want {
+			t.Errorf("outcomeOf(%v, %v) = %q, want %q", tt.resp, tt.err, got, tt.want)
+		}
 	}
 }
