@@ -48,6 +48,7 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	fs.DurationVar(&m.ReloadInterval, "reload-interval", m.ReloadInterval, "how often the --config file is checked for changes; 0 turns the check off (SIGHUP still reloads)")
 	fs.StringVar(&m.TLSCert, "tls-cert", m.TLSCert, "PEM certificate for the gRPC listener (with --tls-key); empty serves plaintext")
 	fs.StringVar(&m.TLSKey, "tls-key", m.TLSKey, "PEM private key of --tls-cert")
+	fs.IntVar(&m.GCMinHeapMiB, "gc-min-heap-mib", m.GCMinHeapMiB, "floor of the garbage collector's heap goal in MiB: fewer collections while the live heap is small; 0 turns it off (so do GOGC and GOMEMLIMIT in the environment)")
 	fs.StringVar(&m.TLSClientCA, "tls-client-ca", m.TLSClientCA, "PEM CA bundle that caller client certificates are verified against (mTLS identity)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,6 +68,9 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	}
 	if m.DrainTimeout <= 0 {
 		return errors.New("--drain-timeout must be positive")
+	}
+	if m.GCMinHeapMiB < 0 || m.GCMinHeapMiB > 1<<20 {
+		return fmt.Errorf("--gc-min-heap-mib must be between 0 and %d, got %d", 1<<20, m.GCMinHeapMiB)
 	}
 	return nil
 }

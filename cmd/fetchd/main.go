@@ -55,6 +55,9 @@ func run(ctx context.Context, stopSignals func(), reload <-chan os.Signal, args 
 		m.Close()
 		return err
 	}
+	if tuner := startGCTuner(m, os.Getenv); tuner != nil {
+		defer tuner.stop()
+	}
 	var failed error
 serve:
 	for {
@@ -71,4 +74,23 @@ serve:
 	}
 	stopSignals()
 	return errors.Join(failed, m.Close())
+}
+
+// startGCTuner starts the heap-goal floor of --gc-min-heap-mib, unless it is
+// 0 or the environment sets GOGC or GOMEMLIMIT (the operator's own choice
+// wins), and logs which.
+func startGCTuner(m *Main, getenv func(string) string) *gcTuner {
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if getenv(v) != "" {
+			m.Logger.Info("fetchd: garbage collector left as the environment sets it", v, getenv(v))
+			return nil
+		}
+	}
+	if m.GCMinHeapMiB == 0 {
+		return nil
+	}
+	t := newGCTuner(uint64(m.GCMinHeapMiB) << 20)
+	t.start()
+	m.Logger.Info("fetchd: garbage collector goal floor", "min_heap_mib", m.GCMinHeapMiB)
+	return t
 }

@@ -201,6 +201,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--config", "testdata/bad_version.yaml"}, "version"},
 		{[]string{"stray"}, "unexpected argument"},
 		{[]string{"--drain-timeout", "0s"}, "must be positive"},
+		{[]string{"--gc-min-heap-mib", "-1"}, "between 0 and"},
+		{[]string{"--gc-min-heap-mib", "0"}, ""},
 	}
 	for _, tt := range tests {
 		m := NewMain()

@@ -48,6 +48,7 @@ const (
 	DefaultAdmin        = "127.0.0.1:7071"
 	DefaultStore        = "file:data/fetchd.db"
 	DefaultDrainTimeout = 20 * time.Second
+	DefaultGCMinHeapMiB = 64
 )
 
 // Main is a running fetchd: build it with NewMain, set fields, Run, Close.
@@ -70,6 +71,9 @@ type Main struct {
 	// ReloadInterval is how often the --config file is checked for changes;
 	// zero or less turns the check off (SIGHUP still reloads).
 	ReloadInterval time.Duration
+	// GCMinHeapMiB is the floor of the garbage collector's heap goal (see
+	// gcTuner), applied by the command (it is process-wide); 0 turns it off.
+	GCMinHeapMiB int
 
 	preloaded *policy.Set // loaded by ParseFlags, which applied its server section
 	policy    atomic.Pointer[policy.Set]
@@ -106,6 +110,7 @@ func NewMain() *Main {
 		Store:          DefaultStore,
 		DrainTimeout:   DefaultDrainTimeout,
 		ReloadInterval: DefaultReloadInterval,
+		GCMinHeapMiB:   DefaultGCMinHeapMiB,
 		Logger:         slog.Default(),
 	}
 }
