@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math/rand/v2"
 	"runtime/debug"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 
 const (
 	// leaseMargin is added to the total timeout to make a claim's lease: the
-	// send is bounded by the total timeout and the store update after it by
-	// storeTimeout, so a live worker always completes or releases before its
-	// lease can be taken over.
+	// send is bounded by the total timeout and the first store update after
+	// it by storeTimeout, so a live worker with a working store always
+	// completes or releases before its lease can be taken over. The rest of
+	// the margin is for retrying that update while the store is unreachable.
 	leaseMargin = 10 * time.Second
 	// storeTimeout bounds one store operation made after the caller may have
 	// gone (complete, release).
@@ -29,6 +31,12 @@ const (
 	// inFlightPoll is how often a duplicate of an in-flight request looks
 	// for its answer.
 	inFlightPoll = 20 * time.Millisecond
+	// settleBackoff and settleMaxBackoff pace the retries of a store update
+	// that failed because the store could not be reached: the wait doubles
+	// from settleBackoff up to settleMaxBackoff, each one jittered down to
+	// as little as half.
+	settleBackoff    = 50 * time.Millisecond
+	settleMaxBackoff = 2 * time.Second
 )
 
 // fetchKeyed runs the idempotency flow of DESIGN.md for a request that
@@ -37,10 +45,14 @@ func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, 
 	fp := fingerprint(c)
 	lease := oreq.Policy.TotalTimeout + leaseMargin
 
+	// A claim's lease runs from when the store records it, which is no
+	// earlier than this reading: leaseEnd never overstates the lease.
+	leaseEnd := s.now().Add(lease)
 	cl, err := s.store.Claim(ctx, key, fp, lease)
 	if err == nil && cl.Token == 0 && !cl.Entry.Completed && cl.Entry.Fingerprint == fp {
 		// A duplicate of a request in flight: wait briefly for its answer.
 		waitCtx, cancel := context.WithTimeout(ctx, inFlightWait)
+		leaseEnd = s.now().Add(lease)
 		cl, err = idempotency.ClaimWait(waitCtx, s.store, key, fp, lease, inFlightPoll)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -53,7 +65,7 @@ func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, 
 		return nil, err
 	case cl.Token != 0:
 		s.idempotencyEvent(ctx, idemClaimed)
-		return s.sendClaimed(ctx, key, cl.Token, oreq)
+		return s.sendClaimed(ctx, key, cl.Token, leaseEnd, oreq)
 	case cl.Entry.Fingerprint != fp:
 		s.idempotencyEvent(ctx, idemConflict)
 		return nil, errKeyConflict
@@ -63,11 +75,14 @@ func (s *Service) fetchKeyed(ctx context.Context, key idempotency.Key, c *call, 
 	}
 }
 
-// sendClaimed sends a request whose key this call holds. The send runs
-// detached from the caller's cancellation, bounded by the policy's total
-// timeout, so that a caller who gives up does not leave the outcome unknown:
-// the result is stored and the caller's retry replays it.
-func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token uint64, oreq *outbound.Request) (*fetchdv1.FetchResponse, error) {
+// sendClaimed sends a request whose key this call holds until leaseEnd. The
+// send runs detached from the caller's cancellation, bounded by the policy's
+// total timeout, so that a caller who gives up does not leave the outcome
+// unknown: the result is stored and the caller's retry replays it. The
+// caller is answered after the first attempt to store the result; if the
+// store could not be reached, the same detached goroutine goes on trying
+// until the lease ends (see retryUpdate).
+func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token uint64, leaseEnd time.Time, oreq *outbound.Request) (*fetchdv1.FetchResponse, error) {
 	type result struct {
 		resp *outbound.Response
 		err  error
@@ -75,7 +90,11 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.settle(context.WithoutCancel(ctx), key, token, nil, errDraining)
+		// Nothing was sent. Shutdown has begun, so no retry is started:
+		// if this release fails the key is held until its lease ends.
+		if u := s.settle(context.WithoutCancel(ctx), key, token, nil, errDraining); u != nil {
+			s.logger.ErrorContext(ctx, "fetch: idempotency store update failed", "error", u.err, "update", u.kind)
+		}
 		return nil, errDraining
 	}
 	s.detached.Add(1)
@@ -84,21 +103,25 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 	done := make(chan result, 1)
 	go func() {
 		defer s.detached.Done()
+		answered := false
 		// A panic here is on a goroutine of its own, out of reach of the
 		// server's recovery: it must not end the daemon. The key stays
 		// claimed until its lease runs out (the outcome is unknown).
 		defer func() {
 			if p := recover(); p != nil {
 				s.logger.ErrorContext(ctx, "fetch: panic in a keyed send; key held until its lease expires", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				done <- result{err: errSendPanicked}
+				if !answered {
+					done <- result{err: errSendPanicked}
+				}
 			}
 		}()
-		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), oreq.Policy.TotalTimeout)
-		defer cancel()
-		defer context.AfterFunc(s.detachedCtx, cancel)()
-		resp, err := s.client.Do(sendCtx, oreq)
-		s.settle(context.WithoutCancel(ctx), key, token, resp, err)
+		resp, err := s.send(ctx, oreq)
+		u := s.settle(context.WithoutCancel(ctx), key, token, resp, err)
 		done <- result{resp, err}
+		answered = true
+		if u != nil {
+			s.retryUpdate(context.WithoutCancel(ctx), u, leaseEnd)
+		}
 	}()
 	select {
 	case r := <-done:
@@ -111,34 +134,162 @@ func (s *Service) sendClaimed(ctx context.Context, key idempotency.Key, token ui
 	}
 }
 
+// send makes a claimed send, detached from ctx's cancellation and bounded by
+// the policy's total timeout; Shutdown's deadline cancels it.
+func (s *Service) send(ctx context.Context, oreq *outbound.Request) (*outbound.Response, error) {
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), oreq.Policy.TotalTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.detachedCtx, cancel)()
+	return s.client.Do(sendCtx, oreq)
+}
+
+// storeUpdate is a store update that records a claimed send's outcome.
+type storeUpdate struct {
+	kind  string // "complete" or "release"
+	key   idempotency.Key
+	token uint64
+	run   func(ctx context.Context) error
+	err   error // of the last attempt
+}
+
 // settle records the outcome of a claimed send: a response of any status is
 // completed, and so is an answer whose body was over the limit (replayed as
 // that refusal); a failure that provably sent nothing releases the key; an
 // outcome that is unknown keeps the claim until its lease runs out, so the
 // key is never blindly re-sent.
-func (s *Service) settle(ctx context.Context, key idempotency.Key, token uint64, resp *outbound.Response, sendErr error) {
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
+//
+// settle makes one attempt, bounded by storeTimeout. When that attempt
+// failed for a reason that may pass (the store was unreachable or too slow)
+// it returns the update for the caller to retry; any other failure is logged
+// here, and settle returns nil.
+func (s *Service) settle(ctx context.Context, key idempotency.Key, token uint64, resp *outbound.Response, sendErr error) *storeUpdate {
 	var (
-		err      error
+		u        = &storeUpdate{key: key, token: token}
 		tooLarge *outbound.BodyTooLargeError
 	)
 	switch {
 	case sendErr == nil:
-		err = s.store.Complete(ctx, key, token, record(resp))
+		u.kind = "complete"
+		rec := record(resp)
+		u.run = func(ctx context.Context) error { return s.store.Complete(ctx, key, token, rec) }
 	case errors.As(sendErr, &tooLarge):
 		// The upstream answered, so the outcome is known: keep it, so that a
 		// retry is refused the same way instead of sending the request again.
-		err = s.store.Complete(ctx, key, token, idempotency.Response{Status: tooLarge.Status, BodyTooLarge: true})
+		u.kind = "complete"
+		rec := idempotency.Response{Status: tooLarge.Status, BodyTooLarge: true}
+		u.run = func(ctx context.Context) error { return s.store.Complete(ctx, key, token, rec) }
 	case !sent(sendErr):
-		err = s.store.Release(ctx, key, token)
+		u.kind = "release"
+		u.run = func(ctx context.Context) error { return s.store.Release(ctx, key, token) }
 	default:
 		s.logger.WarnContext(ctx, "fetch: keyed request outcome unknown; key held until its lease expires", "error", sendErr)
-		return
+		return nil
 	}
-	if err != nil {
-		s.logger.ErrorContext(ctx, "fetch: idempotency store update failed", "error", err)
+	attemptCtx, cancel := context.WithTimeout(ctx, storeTimeout)
+	u.err = u.run(attemptCtx)
+	cancel()
+	switch {
+	case u.err == nil:
+		return nil
+	case transient(u.err):
+		return u
 	}
+	s.logger.ErrorContext(ctx, "fetch: idempotency store update failed", "error", u.err, "update", u.kind)
+	return nil
+}
+
+// transient reports whether a failed store update may succeed if tried
+// again: the store could not be reached, or did not answer in time. A
+// refusal (ErrFenced: the claim is no longer this call's) or a closed store
+// is final.
+func transient(err error) bool {
+	return errors.Is(err, idempotency.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// retryUpdate tries u again, with capped, jittered exponential backoff,
+// after its first attempt failed transiently, so that an answer the caller
+// already has is recorded once the store is back. It stops when the update
+// succeeds, when the store refuses it for good, when the claim's lease ends
+// at leaseEnd (another call may take the key over from then on; the fencing
+// token would refuse a later update anyway), or when Shutdown gives up
+// waiting (s.detachedCtx). Keys are never logged.
+func (s *Service) retryUpdate(ctx context.Context, u *storeUpdate, leaseEnd time.Time) {
+	left := leaseEnd.Sub(s.now())
+	s.logger.WarnContext(ctx, "fetch: idempotency store update failed", "error", u.err, "update", u.kind, "retry_for", left.Round(time.Millisecond))
+	leaseCtx, cancel := context.WithTimeout(ctx, left)
+	defer cancel()
+	defer context.AfterFunc(s.detachedCtx, cancel)()
+
+	attempts := 1
+	giveUp := func(reason string) {
+		args := []any{"error", u.err, "update", u.kind, "attempts", attempts, "reason", reason}
+		if u.kind == "release" {
+			// Nothing was sent: once the lease ends, sending the key is safe.
+			s.logger.WarnContext(ctx, "fetch: idempotency store update abandoned; key held until its lease expires", args...)
+			return
+		}
+		s.logger.ErrorContext(ctx, "fetch: idempotency store update abandoned; outcome recorded nowhere; key re-sendable after its lease", args...)
+	}
+	wait := settleBackoff
+	for {
+		timer := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-leaseCtx.Done():
+			timer.Stop()
+			giveUp(s.stopReason())
+			return
+		case <-s.detachedCtx.Done():
+			timer.Stop()
+			giveUp(s.stopReason())
+			return
+		case <-timer.C:
+		}
+		wait = min(2*wait, settleMaxBackoff)
+
+		attempts++
+		attemptCtx, cancelAttempt := context.WithTimeout(leaseCtx, storeTimeout)
+		err := u.run(attemptCtx)
+		landed := err == nil
+		switch {
+		case !errors.Is(err, idempotency.ErrFenced):
+		case u.kind == "release":
+			// The claim is gone, released by an earlier attempt whose reply
+			// was lost or taken over after its lease: either way there is
+			// nothing left to release.
+			landed = true
+		default:
+			// An earlier attempt that timed out or lost its reply may have
+			// been applied: then the record is this claim's.
+			e, gerr := s.store.Get(attemptCtx, u.key)
+			landed = gerr == nil && e.Completed && e.Token == u.token
+		}
+		cancelAttempt()
+		switch {
+		case landed:
+			s.logger.InfoContext(ctx, "fetch: idempotency store update succeeded on retry", "update", u.kind, "attempts", attempts)
+			return
+		case leaseCtx.Err() != nil:
+			// The attempt was cut short by the lease end or Shutdown.
+			if err != nil {
+				u.err = err
+			}
+			giveUp(s.stopReason())
+			return
+		case !transient(err):
+			u.err = err
+			giveUp("refused")
+			return
+		}
+		u.err = err
+	}
+}
+
+// stopReason says why retryUpdate stopped before its update succeeded.
+func (s *Service) stopReason() string {
+	if s.detachedCtx.Err() != nil {
+		return "shutdown"
+	}
+	return "lease ended"
 }
 
 // sent reports whether a failed send may have reached the upstream.
