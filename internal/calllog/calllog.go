@@ -90,37 +90,44 @@ func UnaryServerInterceptor(logger *slog.Logger, log func(fullMethod string) boo
 		resp, err := handler(context.WithValue(ctx, recordKey{}, rec), req)
 		took := time.Since(start)
 
-		code := status.Code(err)
-		level := Level(code)
-		if !logger.Enabled(ctx, level) {
-			return resp, err
-		}
-		service, method := splitMethod(info.FullMethod)
-		var buf [12 + inline]slog.Attr
-		attrs := append(buf[:0],
-			slog.String("protocol", "grpc"),
-			slog.String("grpc.component", "server"),
-			slog.String("grpc.service", service),
-			slog.String("grpc.method", method),
-			slog.String("grpc.method_type", "unary"))
-		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
-		}
-		if d, ok := ctx.Deadline(); ok {
-			attrs = append(attrs, slog.Time("grpc.request.deadline", d))
-		}
-		attrs = append(attrs, slog.String("grpc.code", code.String()))
-		if err != nil {
-			attrs = append(attrs, slog.String("grpc.error", status.Convert(err).Message()))
-		}
-		attrs = append(attrs, slog.Float64("grpc.time_ms", float64(took.Microseconds())/1000))
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
-		}
-		attrs = append(attrs, rec.attrs...)
-		logger.LogAttrs(ctx, level, Message, attrs...)
+		write(ctx, logger, info.FullMethod, rec, err, took)
 		return resp, err
 	}
+}
+
+// write writes one call's line. It is a function of its own so that its
+// attribute array is on the stack only while the line is written, not
+// under the whole handler (a deeper stack is copied as it grows).
+func write(ctx context.Context, logger *slog.Logger, fullMethod string, rec *Record, err error, took time.Duration) {
+	code := status.Code(err)
+	level := Level(code)
+	if !logger.Enabled(ctx, level) {
+		return
+	}
+	service, method := splitMethod(fullMethod)
+	var buf [12 + inline]slog.Attr
+	attrs := append(buf[:0],
+		slog.String("protocol", "grpc"),
+		slog.String("grpc.component", "server"),
+		slog.String("grpc.service", service),
+		slog.String("grpc.method", method),
+		slog.String("grpc.method_type", "unary"))
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+	}
+	if d, ok := ctx.Deadline(); ok {
+		attrs = append(attrs, slog.Time("grpc.request.deadline", d))
+	}
+	attrs = append(attrs, slog.String("grpc.code", code.String()))
+	if err != nil {
+		attrs = append(attrs, slog.String("grpc.error", status.Convert(err).Message()))
+	}
+	attrs = append(attrs, slog.Float64("grpc.time_ms", float64(took.Microseconds())/1000))
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+	}
+	attrs = append(attrs, rec.attrs...)
+	logger.LogAttrs(ctx, level, Message, attrs...)
 }
 
 // splitMethod splits "/fetchd.v1.FetchService/Fetch" into its service and
