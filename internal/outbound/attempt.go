@@ -15,61 +15,65 @@ import (
 	"github.com/fetchd/fetchd/internal/egress"
 )
 
-// resentDetail describes a send that net/http repeated on its own.
-const resentDetail = "reused connection closed before response; transport re-sent"
+// Details of a send that net/http repeated on its own, and of the last send
+// of an exchange whose re-send was refused.
+const (
+	resentDetail    = "reused connection closed before response; transport re-sent"
+	notResentDetail = "reused connection closed before response; not re-sent"
+)
 
 // exchange is one attempt of the loop: the request handed to net/http once.
 // net/http may send it more than once (it silently re-sends a replayable
-// request whose reused connection died); the trace sees every real send.
+// request whose reused connection died); the trace sees every real send,
+// and each re-send must be granted as a retry is (run.resend) before it is
+// made.
 type exchange struct {
 	r      *run
 	number int           // Attempt.Number of its first record
+	nth    int           // the hop's count of sends with its first one (1 for the hop's first)
 	wait   time.Duration // the wait before it, and why
 	reason string
 	start  time.Time
 
-	attemptCtx context.Context // ends with errAttemptTimeout
-	readCtx    context.Context // ends with errReadTimeout
-	release    func()          // ends the attempt's contexts and timer
-	watch      *watchdog
+	attemptCtx    context.Context         // ends with errAttemptTimeout
+	cancelAttempt context.CancelFunc      // ends attemptCtx
+	readCtx       context.Context         // ends with errReadTimeout or errResendRefused
+	cancelRead    context.CancelCauseFunc // ends readCtx with a cause
+	watch         *watchdog
 
 	resp   *http.Response // headers arrived; body still unread
 	err    error
-	permit permit // the breaker's permit for this attempt; settled once
+	permit permit // the breaker's permit for the current send; settled once
 
 	mu       sync.Mutex
 	repeated []span    // sends that failed and were repeated by net/http
 	tryStart time.Time // the current try: the last connection asked for
 	tryConn  net.Conn  // its connection, nil until one is had
 	tryWrote bool      // its request headers were written
+	// refused says why a re-send was not granted (a Stop... constant): the
+	// current try is then the last real send, and nothing more is sent.
+	refused string
 }
 
 type span struct{ start, end time.Time }
 
 // send runs the request once through net/http and returns when response
-// headers arrive or the attempt fails.
-func (r *run) send(number int, wait time.Duration, reason string) *exchange {
-	x := &exchange{r: r, number: number, wait: wait, reason: reason, start: r.c.now(), permit: r.permit}
+// headers arrive or the attempt fails. number is the Attempt.Number of its
+// first send, nth the hop's count of sends with it.
+func (r *run) send(number, nth int, wait time.Duration, reason string) *exchange {
+	x := &exchange{r: r, number: number, nth: nth, wait: wait, reason: reason, start: r.c.now(), permit: r.permit}
 	r.permit = permit{}
 	x.tryStart = x.start
 
-	var cancelAttempt context.CancelFunc
 	if r.p.AttemptTimeout > 0 {
-		x.attemptCtx, cancelAttempt = context.WithTimeoutCause(r.ctx, r.p.AttemptTimeout, errAttemptTimeout)
+		x.attemptCtx, x.cancelAttempt = context.WithTimeoutCause(r.ctx, r.p.AttemptTimeout, errAttemptTimeout)
 	} else {
-		x.attemptCtx, cancelAttempt = context.WithCancel(r.ctx)
+		x.attemptCtx, x.cancelAttempt = context.WithCancel(r.ctx)
 	}
-	readCtx, cancelRead := context.WithCancelCause(x.attemptCtx)
-	x.readCtx = readCtx
-	x.watch = newWatchdog(r.p.ReadTimeout, func() { cancelRead(errReadTimeout) })
-	x.release = func() {
-		x.watch.stop()
-		cancelRead(nil)
-		cancelAttempt()
-		x.endTelemetry()
-	}
+	x.readCtx, x.cancelRead = context.WithCancelCause(x.attemptCtx)
+	x.watch = newWatchdog(r.p.ReadTimeout, func() { x.cancelRead(errReadTimeout) })
 
-	ctx, header := context.Context(readCtx), r.header
+	ctx, header := x.readCtx, r.header
 	if o := r.c.obs; o.tracer != nil || o.hosts != nil || o.propagator != nil {
 		ctx, header = x.startTelemetry(ctx)
 	}
@@ -90,26 +94,39 @@ func (r *run) send(number int, wait time.Duration, reason string) *exchange {
 	return x
 }
 
+// release ends the attempt's contexts, its read timer and its count in
+// flight, once the attempt is over: its body read or discarded, or its
+// failure recorded.
+func (x *exchange) release() {
+	x.watch.stop()
+	x.cancelRead(nil)
+	x.cancelAttempt()
+	x.endTelemetry()
+}
+
 // trace observes every try net/http makes within one exchange. A try that
 // wrote its headers and is followed by another try was a real send that
-// failed silently and was repeated.
+// failed silently and is to be repeated: the new try is a re-send, which
+// goes ahead only if the run grants it (nextTry).
+//
+// net/http calls GetConn and GotConn on the goroutine that called
+// RoundTrip, the run's own, so nextTry may use the run's state; WroteHeaders
+// may come from the transport's writing goroutine.
 func (x *exchange) trace() *httptrace.ClientTrace {
 	return &httptrace.ClientTrace{
 		GetConn: func(string) {
-			x.mu.Lock()
-			x.nextTry()
-			x.mu.Unlock()
+			x.nextTry(nil)
 		},
 		GotConn: func(info httptrace.GotConnInfo) {
-			x.mu.Lock()
-			x.nextTry()
-			x.tryConn = info.Conn
-			x.mu.Unlock()
-			x.watch.pause() // a repeated send: the earlier silence no longer counts
+			if x.nextTry(info.Conn) {
+				x.watch.pause() // a repeated send: the earlier silence no longer counts
+			}
 		},
 		WroteHeaders: func() {
 			x.mu.Lock()
-			x.tryWrote = true
+			if x.refused == "" {
+				x.tryWrote = true
+			}
 			x.mu.Unlock()
 		},
 		WroteRequest: func(httptrace.WroteRequestInfo) {
@@ -118,14 +135,64 @@ func (x *exchange) trace() *httptrace.ClientTrace {
 	}
 }
 
-// nextTry closes the current try if it sent something. x.mu is held.
-func (x *exchange) nextTry() {
-	if !x.tryWrote {
-		return
+// nextTry starts the exchange's next try as net/http asks for a connection
+// (GetConn: conn is nil) or is handed one (GotConn), and reports whether it
+// goes ahead. When the current try wrote its request, the next one is a
+// re-send, and the run must grant it first (resend), as it would a retry.
+//
+// Refused, nothing more is sent: the exchange's context is cancelled with
+// errResendRefused, which ends the round trip at the transport's next check
+// (before it asks for another connection, and, over HTTP/2, before a
+// stream's headers are written), and every HTTP/1 connection handed to the
+// exchange from then on refuses to write (refuseWrites), since net/http
+// hands an HTTP/1 request to its connection's writer without looking at the
+// context again. The current try stays the exchange's last send.
+func (x *exchange) nextTry(conn net.Conn) bool {
+	x.mu.Lock()
+	refused, resend, n := x.refused != "", x.tryWrote, x.nth+len(x.repeated)
+	x.mu.Unlock()
+	if !refused && resend {
+		if stop := x.r.resend(x, n); stop != "" {
+			x.mu.Lock()
+			x.refused = stop
+			x.mu.Unlock()
+			x.cancelRead(errResendRefused)
+			refused = true
+		}
 	}
-	now := x.r.c.now()
-	x.repeated = append(x.repeated, span{x.tryStart, now})
-	x.tryStart, x.tryConn, x.tryWrote = now, nil, false
+	if refused {
+		if conn != nil {
+			refuseWrites(conn)
+		}
+		return false
+	}
+	x.mu.Lock()
+	if x.tryWrote {
+		now := x.r.c.now()
+		x.repeated = append(x.repeated, span{x.tryStart, now})
+		x.tryStart, x.tryConn, x.tryWrote = now, nil, false
+	}
+	if conn != nil {
+		x.tryConn = conn
+	}
+	x.mu.Unlock()
+	return true
+}
+
+// last returns the hop's count of sends up to the exchange's last one (its
+// last record). Call it once RoundTrip has returned.
+func (x *exchange) last() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.nth + len(x.repeated)
+}
+
+// refusal says why a re-send of the exchange was refused (a Stop...
+// constant), "" when none was.
+func (x *exchange) refusal() string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.refused
 }
 
 // records returns the attempt log entries of the exchange: one per repeated
@@ -157,6 +224,11 @@ func (x *exchange) failure() *attemptError {
 	r := x.r
 	if ae := r.contextFailure(); ae != nil {
 		return ae
+	}
+	if x.refusal() != "" {
+		// The last real send failed as net/http re-sends for: its reused
+		// connection closed or broke before any answer.
+		return &attemptError{class: ClassReset, detail: notResentDetail}
 	}
 	switch {
 	case context.Cause(x.attemptCtx) == errAttemptTimeout:

@@ -145,7 +145,9 @@ func (c *Client) Close() { c.pool.closeIdle() }
 //
 // Before every attempt the target's circuit breaker must let it through and
 // the target's shared Retry-After hold (ShareRetryAfter) is waited out; every
-// retry must moreover be granted by the target's retry budget. With
+// retry must moreover be granted by the target's retry budget. A send that
+// net/http repeats on its own is a retry without a wait: it uses up one of
+// MaxAttempts and needs the breaker and the budget, or it is not made. With
 // Policy.MaxRedirects, redirects are followed hop by hop, each hop against
 // its own target, with its own policy (Request.HopPolicy). Every connection
 // is checked and dialled by the run's egress guard (Request.Guard, else the
@@ -294,8 +296,10 @@ func (r *run) loop() (*Response, error) {
 	if ex != nil {
 		return nil, ex
 	}
-	for n := 1; ; n++ {
-		x := r.send(len(r.log)+1, wait, reason)
+	for next := 1; ; {
+		x := r.send(len(r.log)+1, next, wait, reason)
+		n := x.last() // the hop's sends so far: net/http's re-sends count
+		next = n + 1
 		var stop string // why a retryable answer is not retried
 		if x.err == nil {
 			status := x.resp.StatusCode
@@ -368,7 +372,10 @@ func (r *run) loop() (*Response, error) {
 			r.stopped(stop)
 			return nil, r.exhausted(ae, stop)
 		}
-		switch {
+		switch refused := x.refusal(); {
+		case refused != "" && ae.class == ClassReset:
+			// The transport's re-send was refused: a retry would be too.
+			stop = refused
 		case retryable(r.method, r.req.Keyed, status, ae.class, r.p.RetryOn, !sent):
 			var w time.Duration
 			var why string
@@ -448,6 +455,32 @@ func (r *run) retry(n, status int, h http.Header, floor time.Duration) (time.Dur
 		return 0, "", StopBudget
 	}
 	return w, why, ""
+}
+
+// resend decides whether net/http may send x's request again at once, after
+// the hop's send n (x's current try) failed on a reused connection and the
+// transport is about to repeat it. A re-send is a retry without a wait: the
+// failed send is settled with the breaker as a reset, then, as for any
+// retry (retry), MaxAttempts must not be spent, the breaker must let it
+// through (its permit becomes x's) and the budget must grant it. It returns
+// "" when granted, else why not (a Stop... constant). It runs on the run's
+// goroutine, within RoundTrip (nextTry).
+func (r *run) resend(x *exchange, n int) string {
+	now := r.c.now()
+	x.permit.settle(verdict(0, ClassReset, r.p.ShortenedTimeouts), now)
+	if n >= r.p.MaxAttempts {
+		return StopMaxAttempts
+	}
+	if _, ok := r.admit(now); !ok {
+		return StopBreaker
+	}
+	if r.budget != nil && !r.budget.retry(now) {
+		r.permit.cancel()
+		return StopBudget
+	}
+	x.permit, r.permit = r.permit, permit{}
+	r.retried(reasonTransportResend)
+	return ""
 }
 
 // admit asks the target's breaker for a permit for the next attempt and

@@ -44,25 +44,49 @@
 //     timed-out connect or TLS handshake, a DNS failure, and a wait for a
 //     connection (MaxConnsPerHost) or a dial that the attempt timeout cut
 //     short. A status answer to it is never retried: the upstream processed
-//     it. The one send fetchd cannot hold back: net/http re-sends on its own
-//     a request that carries an Idempotency-Key or X-Idempotency-Key header
-//     (below). An attempt in which it did is not retried without Keyed,
-//     whatever failure ended it (a refused re-dial included), and whoever
-//     adds that header to an unsafe request should set Keyed, since the
-//     header already promises the upstream deduplicates.
-//   - The attempt log records every real send. net/http silently re-sends a
-//     replayable request (GET, HEAD, OPTIONS, TRACE, or any method carrying
-//     an Idempotency-Key or X-Idempotency-Key header) when a reused
-//     connection dies under it; an httptrace.ClientTrace per attempt sees
-//     each send, and a re-sent one is logged as its own [Attempt] with class
-//     "reset". Such sends are not counted against MaxAttempts (they cannot be
-//     prevented without giving up connection reuse), but they are visible,
-//     and they make [ExhaustedError].Sent true.
+//     it. The one re-send fetchd does not make itself: net/http re-sends on
+//     its own a request that carries an Idempotency-Key or X-Idempotency-Key
+//     header (below; it is bounded as a retry is). An attempt in which it did
+//     is not retried without Keyed, whatever failure ended it (a refused
+//     re-dial included), and whoever adds that header to an unsafe request
+//     should set Keyed, since the header already promises the upstream
+//     deduplicates.
+//   - The attempt log records every real send, and MaxAttempts bounds them
+//     all. net/http silently re-sends a replayable request (GET, HEAD,
+//     OPTIONS, TRACE, or any method carrying an Idempotency-Key or
+//     X-Idempotency-Key header) when a reused connection dies under it
+//     before any answer, at once and for as long as pooled connections keep
+//     failing; an httptrace.ClientTrace per attempt sees each send, and a
+//     re-sent one is logged as its own [Attempt] with class "reset" (and
+//     makes [ExhaustedError].Sent true). Each such re-send is a retry
+//     without a wait: the failed send counts for the target's breaker as a
+//     reset, then MaxAttempts must have a send left for the re-send, the
+//     breaker must let it through and the retry budget must grant it; it is
+//     counted in fetchd.outbound.retries (reason "transport_resend"). It
+//     does not wait for the target's shared hold: it cannot wait. Granted,
+//     it goes ahead at once, and fetchd's own retries after the attempt
+//     have that many sends fewer left. Refused, it is never sent. The
+//     decision is taken in the trace's GetConn, which net/http calls on the
+//     caller's goroutine at the start of every try, before it takes a
+//     connection (or in GotConn, should a connection come without one). A
+//     refusal cancels the attempt's context (cause errResendRefused), and
+//     every HTTP/1 connection handed to the attempt from then on fails its
+//     writes without writing a byte: the transport hands an HTTP/1 request
+//     to its connection's writer without looking at the context again.
+//     HTTP/2 looks at the context before it writes a stream's headers; its
+//     connection, which other requests share, is left alone. The
+//     transport's own check of the context, before it asks for another
+//     connection, ends the round trip. The attempt's outcome is then the
+//     last real send's: class "reset", with Stopped saying why it was not
+//     re-sent ("max_attempts", "retry_budget" or "breaker_open"); fetchd
+//     does not retry it either. So with MaxAttempts 1, a request whose
+//     pooled connection died fails so rather than being re-sent.
 //   - Every target (scheme, host, port) is protected as a whole, for every
 //     call to it: a retry budget (Policy.Budget) grants each retry before
-//     its wait, or the run ends with the outcome in hand; a circuit breaker
-//     (Policy.Breaker) lets each attempt through, first attempts and retries
-//     alike, or refuses it before anything is sent; a shared hold
+//     its wait (and each transport re-send before it is made), or the run
+//     ends with the outcome in hand; a circuit breaker (Policy.Breaker) lets
+//     each attempt through, first attempts, retries and re-sends alike, or
+//     refuses it before anything is sent; a shared hold
 //     (Policy.ShareRetryAfter) set by a 429 or 503 with Retry-After makes
 //     every attempt to the target wait until it ends, or not be made when it
 //     would outlive the deadline. A refused first attempt is logged as one
@@ -158,10 +182,11 @@
 //     bounded (target.host through telemetry.HostLabels, 256 hosts):
 //     fetchd.outbound.attempts (target.host, outcome: the failure class,
 //     else the status class "2xx"...; one per attempt that has a span),
-//     fetchd.outbound.retries (target.host, reason: the wait's reason; one
-//     per retry granted), fetchd.outbound.refusals (target.host, reason:
-//     breaker_open or target_hold for a refused first attempt;
-//     retry_budget, breaker_open or deadline for a refused retry),
+//     fetchd.outbound.retries (target.host, reason: the wait's reason, or
+//     "transport_resend"; one per retry or transport re-send granted),
+//     fetchd.outbound.refusals (target.host, reason: breaker_open or
+//     target_hold for a refused first attempt; retry_budget, breaker_open
+//     or deadline for a refused retry or re-send),
 //     fetchd.egress.denied (reason: a Denied... class) and
 //     fetchd.outbound.requests.in_flight (target.host; up from an
 //     attempt's start until its body is read or discarded). With the

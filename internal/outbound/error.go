@@ -20,9 +20,12 @@ var ErrBodyTooLarge = errors.New("outbound: response body too large")
 
 var (
 	// Causes given to the per-attempt contexts, so that the attempt loop can
-	// tell which of its own timers ended an attempt.
+	// tell which of its own timers or refusals ended an attempt.
 	errAttemptTimeout = errors.New("outbound: attempt timeout")
 	errReadTimeout    = errors.New("outbound: read timeout")
+	// errResendRefused ends an exchange whose transport re-send the run did
+	// not grant; a connection handed to it returns it on a write.
+	errResendRefused = errors.New("outbound: transport re-send refused")
 )
 
 // ExhaustedError reports that no usable upstream answer arrived: every

@@ -48,6 +48,10 @@ const (
 	attrReason     = attribute.Key("reason")
 )
 
+// reasonTransportResend is the reason of a retry granted to net/http's own
+// re-send (fetchd.outbound.retries): it has no wait, hence no backoff reason.
+const reasonTransportResend = "transport_resend"
+
 // Egress refusal classes: the reason label of fetchd.egress.denied.
 const (
 	DeniedLoopback  = "loopback"   // 127.0.0.0/8, ::1
@@ -339,7 +343,8 @@ func attemptOutcome(a Attempt) string {
 	return ClassOther
 }
 
-// retried counts a retry granted after a wait for reason.
+// retried counts a retry granted after a wait for reason, or a transport
+// re-send granted (reasonTransportResend).
 func (r *run) retried(reason string) {
 	if o := r.c.obs; o.hosts != nil {
 		o.retries.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrReason.String(reason)))

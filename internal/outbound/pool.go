@@ -264,10 +264,19 @@ func (c *Client) dialTLS(ctx context.Context, g *guarded, network, addr string) 
 
 // trackedConn remembers the first read error of a connection, so that an
 // untyped net/http error on it can be told apart: closed by the server
-// (reset) or unreadable answer (protocol).
+// (reset) or unreadable answer (protocol). Once told to (refuseWrites), it
+// refuses every write without writing anything.
 type trackedConn struct {
 	net.Conn
-	readErr atomic.Pointer[error]
+	readErr  atomic.Pointer[error]
+	noWrites atomic.Bool
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.noWrites.Load() {
+		return 0, errResendRefused
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -276,6 +285,24 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		c.readErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+// refuseWrites makes conn, if fetchd dialled it, fail every write from now
+// on without writing a byte: it is handed to an exchange whose re-send was
+// refused, and net/http would otherwise write the request on it. The
+// failed write closes it. An HTTP/2 connection is left alone: other
+// requests share it, and the HTTP/2 client looks at the request's context
+// before it writes the stream's headers.
+func refuseWrites(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			return
+		}
+		conn = tc.NetConn()
+	}
+	if t, ok := conn.(*trackedConn); ok {
+		t.noWrites.Store(true)
+	}
 }
 
 // connReadErr returns the first read error seen on conn, if fetchd dialled it.

@@ -34,7 +34,7 @@ type Policy struct {
 	// 1ms could open a healthy target's breaker for everyone.
 	ShortenedTimeouts bool
 
-	MaxAttempts    int           // >= 1; less is read as 1
+	MaxAttempts    int           // >= 1; less is read as 1; bounds every send, net/http's own re-sends included
 	InitialBackoff time.Duration // the cap of the first backoff
 	MaxBackoff     time.Duration // the cap of every backoff
 	Multiplier     float64       // >= 1; less (or NaN) is read as 1
@@ -123,7 +123,8 @@ type Policy struct {
 // Budget is a per-target retry budget (the Finagle, Envoy and Linkerd
 // model). Every Do counts one request when its first attempt is made; every
 // retry the attempt loop makes counts one retry when it is granted, before
-// its wait (the sends net/http repeats on its own are not retries). Both are
+// its wait, and so does every send net/http repeats on its own, before it is
+// made (refused, it is not made). Both are
 // counted over a sliding Window, in tenths of it. A retry is granted while
 // the retries counted are fewer than Ratio times the requests counted, or
 // else while the retries this floor granted in the current second (whole
