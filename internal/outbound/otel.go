@@ -72,7 +72,10 @@ type observer struct {
 	redactor   atomic.Pointer[telemetry.URLRedactor]
 
 	hosts    *telemetry.HostLabels // nil: no metrics
-	attempts metric.Int64Counter
+	// The attribute sets of the instruments below, by host label (and
+	// outcome or reason), built once each.
+	hostAttrs, attemptAttrs, reasonAttrs *telemetry.Measurements
+	attempts                             metric.Int64Counter
 	retries  metric.Int64Counter
 	refusals metric.Int64Counter
 	denied   metric.Int64Counter
@@ -110,6 +113,9 @@ func newObserver(c *Client) *observer {
 		o.inFlight, _ = m.Int64UpDownCounter("fetchd.outbound.requests.in_flight", metric.WithUnit("{request}"),
 			metric.WithDescription("Attempts holding or awaiting a connection to the target host."))
 		o.hosts = telemetry.NewHostLabels(telemetry.DefaultMaxHosts)
+		o.hostAttrs = telemetry.NewMeasurements(attrTargetHost, "")
+		o.attemptAttrs = telemetry.NewMeasurements(attrTargetHost, attrOutcome)
+		o.reasonAttrs = telemetry.NewMeasurements(attrTargetHost, attrReason)
 	}
 	return o
 }
@@ -158,8 +164,8 @@ func (c *Client) SetRedactedQueryParams(names ...string) {
 type hopTelemetry struct {
 	spanName  string               // the method, or "HTTP"
 	spanAttrs []attribute.KeyValue // method, server.address, server.port, url.full
-	hostAttr  attribute.KeyValue   // target.host, bounded by HostLabels
-	hostSet   metric.MeasurementOption
+	hostLabel string                 // target.host, bounded by HostLabels
+	hostSet   *telemetry.Measurement // {target.host}
 
 	// span is the live span of the hop's exchange in progress (exchanges
 	// of a run never overlap), nil without a tracer. It is kept here, not
@@ -182,8 +188,8 @@ func (o *observer) hop(method string, u *url.URL) *hopTelemetry {
 		)
 	}
 	if o.hosts != nil {
-		t.hostAttr = attrTargetHost.String(o.hosts.Label(host))
-		t.hostSet = metric.WithAttributeSet(attribute.NewSet(t.hostAttr))
+		t.hostLabel = o.hosts.Label(host)
+		t.hostSet = o.hostAttrs.Get(t.hostLabel, "")
 	}
 	return t
 }
@@ -223,7 +229,7 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 	r := x.r
 	o := r.c.obs
 	if o.hosts != nil {
-		o.inFlight.Add(ctx, 1, r.tel.hostSet)
+		o.inFlight.Add(ctx, 1, r.tel.hostSet.Add...)
 	}
 	if o.tracer != nil {
 		ctx, r.tel.span = o.tracer.Start(ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
@@ -249,7 +255,7 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 // once, when the attempt is over.
 func (x *exchange) endTelemetry() {
 	if o := x.r.c.obs; o.hosts != nil {
-		o.inFlight.Add(context.Background(), -1, x.r.tel.hostSet)
+		o.inFlight.Add(context.Background(), -1, x.r.tel.hostSet.Add...)
 	}
 }
 
@@ -266,7 +272,7 @@ func (x *exchange) observe(recs []Attempt) {
 	}
 	if o.hosts != nil {
 		for _, a := range recs {
-			o.attempts.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrOutcome.String(attemptOutcome(a))))
+			o.attempts.Add(context.Background(), 1, o.attemptAttrs.Get(r.tel.hostLabel, attemptOutcome(a)).Add...)
 		}
 	}
 	if o.tracer == nil {
@@ -338,16 +344,18 @@ func attemptOutcome(a Attempt) string {
 	case a.Error != "":
 		return a.Error
 	case a.Status >= 100 && a.Status < 600:
-		return strconv.Itoa(a.Status/100) + "xx"
+		return statusClasses[a.Status/100]
 	}
 	return ClassOther
 }
+
+var statusClasses = [...]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 // retried counts a retry granted after a wait for reason, or a transport
 // re-send granted (reasonTransportResend).
 func (r *run) retried(reason string) {
 	if o := r.c.obs; o.hosts != nil {
-		o.retries.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrReason.String(reason)))
+		o.retries.Add(context.Background(), 1, o.reasonAttrs.Get(r.tel.hostLabel, reason).Add...)
 	}
 }
 
@@ -380,7 +388,7 @@ func (r *run) attemptRefused(class string) {
 // refusal counts one refusal of the current hop's target.
 func (r *run) refusal(reason string) {
 	if o := r.c.obs; o.hosts != nil {
-		o.refusals.Add(context.Background(), 1, metric.WithAttributes(r.tel.hostAttr, attrReason.String(reason)))
+		o.refusals.Add(context.Background(), 1, o.reasonAttrs.Get(r.tel.hostLabel, reason).Add...)
 	}
 }
 

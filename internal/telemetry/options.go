@@ -23,8 +23,9 @@ func NewMeasurement(attrs ...attribute.KeyValue) *Measurement {
 }
 
 // Measurements caches the Measurement of each pair of values of two
-// attribute keys. The caller bounds the values (HostLabels for hosts, a
-// fixed list for outcomes): the cache keeps every pair it is asked for.
+// attribute keys, or of each value of one key when the second key is "".
+// The caller bounds the values (HostLabels for hosts, a fixed list for
+// outcomes): the cache keeps every pair it is asked for.
 type Measurements struct {
 	k1, k2 attribute.Key
 	mu     sync.RWMutex
@@ -50,7 +51,11 @@ func (c *Measurements) Get(v1, v2 string) *Measurement {
 	if m, ok := c.m[key]; ok {
 		return m
 	}
-	m = NewMeasurement(c.k1.String(v1), c.k2.String(v2))
+	if c.k2 == "" {
+		m = NewMeasurement(c.k1.String(v1))
+	} else {
+		m = NewMeasurement(c.k1.String(v1), c.k2.String(v2))
+	}
 	c.m[key] = m
 	return m
 }
