@@ -71,15 +71,15 @@ type observer struct {
 	propagator propagation.TextMapPropagator // nil: nothing injected
 	redactor   atomic.Pointer[telemetry.URLRedactor]
 
-	hosts    *telemetry.HostLabels // nil: no metrics
+	hosts *telemetry.HostLabels // nil: no metrics
 	// The attribute sets of the instruments below, by host label (and
 	// outcome or reason), built once each.
 	hostAttrs, attemptAttrs, reasonAttrs *telemetry.Measurements
 	attempts                             metric.Int64Counter
-	retries  metric.Int64Counter
-	refusals metric.Int64Counter
-	denied   metric.Int64Counter
-	inFlight metric.Int64UpDownCounter
+	retries                              metric.Int64Counter
+	refusals                             metric.Int64Counter
+	denied                               metric.Int64Counter
+	inFlight                             metric.Int64UpDownCounter
 }
 
 // newObserver builds the Client's telemetry from its options.
@@ -162,8 +162,8 @@ func (c *Client) SetRedactedQueryParams(names ...string) {
 // the attributes every span of the hop starts with, and the target's host
 // label. It is built once per hop, and only when spans or metrics are on.
 type hopTelemetry struct {
-	spanName  string               // the method, or "HTTP"
-	spanAttrs []attribute.KeyValue // method, server.address, server.port, url.full
+	spanName  string                 // the method, or "HTTP"
+	spanAttrs []attribute.KeyValue   // method, server.address, server.port, url.full
 	hostLabel string                 // target.host, bounded by HostLabels
 	hostSet   *telemetry.Measurement // {target.host}
 
