@@ -32,7 +32,7 @@ func TestMeasurements(t *testing.T) {
 		hist.Record(ctx, 0.5, c.Get("example.com", "2xx").Record...)
 	}
 	counter.Add(ctx, 1, c.Get("example.com", "5xx").Add...)
-	if c.Get("a", "b") != c.Get("a", "b") {
+	if first, again := c.Get("a", "b"), c.Get("a", "b"); first != again {
 		t.Fatal("Get does not return the cached Measurement")
 	}
 
