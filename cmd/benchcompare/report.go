@@ -201,11 +201,11 @@ upstream: an HTTP/1.1 server (keep-alive) inside the benchmark process answering
 
 - **direct**: no gateway, a pooled Go net/http client straight to the upstream (the limit).
 - **fetchd**: the fetchd binary as it ships (file idempotency store, JSON call log on, telemetry
-  without export, retry budget and breaker at their defaults), called over one gRPC connection
-  by a caller with a bearer token.
+  without export, retry budget and breaker at their defaults, the garbage collector's 64 MiB goal
+  floor of --gc-min-heap-mib), called over one gRPC connection by a caller with a bearer token.
 - **forwarder**: a bare grpc-go server with the same FetchService.Fetch answered by a pooled
-  net/http client: no retries, policy, guard or telemetry. The gateway fetchd is judged against
-  (target: fetchd at 0.90 of its throughput or more).
+  net/http client: no retries, policy, guard or telemetry, Go's default GOGC=100. The gateway
+  fetchd is judged against (target: fetchd at 0.90 of its throughput or more).
 - **haproxy**: an HTTP reverse proxy configured as a user would for retries (up to 4 attempts).
 
 Each gateway is a separate OS process, so its CPU time and memory are its own.
