@@ -263,18 +263,21 @@ func writePolicy(t *testing.T) string {
 	return path
 }
 
-// fetchd is a running fetchd binary.
-type fetchd struct {
-	addr string
+// command is a running binary whose stderr is kept for the test log.
+type command struct {
+	cmd  *exec.Cmd
+	addr string     // what ready found in its stderr
+	done chan error // receives Wait's result once it has exited
+	logs func() string
 }
 
-// startFetchd starts the binary and waits for its "fetchd: serving" log line
-// to learn the gRPC address. At the end of the test it sends SIGTERM and
-// expects a clean exit; on failure the test log gets fetchd's stderr.
-func startFetchd(t *testing.T, bin string, args ...string) *fetchd {
+// startCommand starts bin and waits until ready finds an address in a line
+// of its stderr (the process must say where it listens). If the process
+// exits first, the test fails with its stderr.
+func startCommand(t *testing.T, name, bin string, ready func(line []byte) (string, bool), args ...string) *command {
 	t.Helper()
 	// Not CommandContext: the test's context ends before its cleanups run,
-	// and the cleanup below stops fetchd with SIGTERM, not SIGKILL.
+	// and the cleanups decide how the process is stopped.
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -286,7 +289,11 @@ func startFetchd(t *testing.T, bin string, args ...string) *fetchd {
 	var logMu sync.Mutex
 	var log bytes.Buffer
 	addrc := make(chan string, 1)
-	done := make(chan error, 1)
+	c := &command{cmd: cmd, done: make(chan error, 1), logs: func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return log.String()
+	}}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -294,45 +301,58 @@ func startFetchd(t *testing.T, bin string, args ...string) *fetchd {
 			log.Write(sc.Bytes())
 			log.WriteByte('\n')
 			logMu.Unlock()
-			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "fetchd: serving" {
-				addrc <- line.GRPC
+			if addr, ok := ready(sc.Bytes()); ok {
+				addrc <- addr
 			}
 		}
 		close(addrc)
-		done <- cmd.Wait()
+		c.done <- cmd.Wait()
 	}()
-	logs := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return log.String()
-	}
 	addr, ok := <-addrc
 	if !ok {
-		t.Fatalf("fetchd exited before serving: %v\n%s", <-done, logs())
+		t.Fatalf("%s exited before listening: %v\n%s", name, <-c.done, c.logs())
 	}
+	c.addr = addr
+	return c
+}
+
+// fetchd is a running fetchd binary.
+type fetchd struct {
+	addr string
+}
+
+// startFetchd starts the binary and waits for its "fetchd: serving" log line
+// to learn the gRPC address. At the end of the test it sends SIGTERM and
+// expects a clean exit; on failure the test log gets fetchd's stderr.
+func startFetchd(t *testing.T, bin string, args ...string) *fetchd {
+	t.Helper()
+	c := startCommand(t, "fetchd", bin, func(b []byte) (string, bool) {
+		var line struct {
+			Msg  string `json:"msg"`
+			GRPC string `json:"grpc"`
+		}
+		ok := json.Unmarshal(b, &line) == nil && line.Msg == "fetchd: serving"
+		return line.GRPC, ok
+	}, args...)
 	t.Cleanup(func() {
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Errorf("SIGTERM: %v", err)
 		}
 		select {
-		case err := <-done:
+		case err := <-c.done:
 			if err != nil {
 				t.Errorf("fetchd exit after SIGTERM: %v, want status 0", err)
 			}
 		case <-time.After(time.Minute):
-			cmd.Process.Kill()
+			c.cmd.Process.Kill()
 			t.Errorf("fetchd still running a minute after SIGTERM; killed")
-			<-done
+			<-c.done
 		}
 		if t.Failed() {
-			t.Logf("fetchd stderr:\n%s", logs())
+			t.Logf("fetchd stderr:\n%s", c.logs())
 		}
 	})
-	return &fetchd{addr: addr}
+	return &fetchd{addr: c.addr}
 }
 
 // nodeOutput is what fetch.js prints: a response summary, or an error.

@@ -1,7 +1,6 @@
 package examples
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -631,48 +630,17 @@ func goBuildUpstream(ctx context.Context, bin string) error {
 // end of the test.
 func startUpstream(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logMu sync.Mutex
-	var log bytes.Buffer
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			fmt.Fprintln(&log, sc.Text())
-			logMu.Unlock()
-			if addr, ok := strings.CutPrefix(sc.Text(), "upstream: listening on http://"); ok {
-				addrc <- addr
-			}
-		}
-		close(addrc)
-		done <- cmd.Wait()
-	}()
-	logs := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return log.String()
-	}
-	addr, ok := <-addrc
-	if !ok {
-		t.Fatalf("upstream exited before listening: %v\n%s", <-done, logs())
-	}
+	c := startCommand(t, "upstream", bin, func(line []byte) (string, bool) {
+		return strings.CutPrefix(string(line), "upstream: listening on http://")
+	}, args...)
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		c.cmd.Process.Kill()
+		<-c.done
 		if t.Failed() {
-			t.Logf("upstream stderr:\n%s", logs())
+			t.Logf("upstream stderr:\n%s", c.logs())
 		}
 	})
-	return addr
+	return c.addr
 }
 
 // runShell runs command with sh -c, grpcurlDir first on PATH, and returns

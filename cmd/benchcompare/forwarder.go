@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -13,63 +12,20 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/baregateway"
 )
 
-// forwarder is the bare gateway fetchd is judged against: the same
-// fetchd.v1.FetchService Fetch over grpc-go's defaults, answered by one
-// pooled net/http client with no retries, policy, guard or telemetry.
-type forwarder struct {
-	fetchdv1.UnimplementedFetchServiceServer
-	client *http.Client
-}
-
-func newForwarder() *forwarder {
-	return &forwarder{client: &http.Client{Transport: &http.Transport{
+// newForwarder is the bare gateway fetchd is judged against (see package
+// baregateway) over grpc-go's defaults.
+func newForwarder() *baregateway.Gateway {
+	return &baregateway.Gateway{Client: &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 20000,
 		IdleConnTimeout:     90 * time.Second,
 	}}}
-}
-
-// Fetch sends the request and returns the upstream's status, headers and
-// body.
-func (f *forwarder) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
-	method := req.GetMethod()
-	if method == "" {
-		method = http.MethodGet
-	}
-	var body io.Reader
-	if len(req.GetBody()) > 0 {
-		body = bytes.NewReader(req.GetBody())
-	}
-	hreq, err := http.NewRequestWithContext(ctx, method, req.GetUrl(), body)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	for _, h := range req.GetHeaders() {
-		hreq.Header.Add(h.GetName(), h.GetValue())
-	}
-	resp, err := f.client.Do(hreq)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	headers := make([]*fetchdv1.Header, 0, len(resp.Header))
-	for name, values := range resp.Header {
-		for _, v := range values {
-			headers = append(headers, &fetchdv1.Header{Name: name, Value: v})
-		}
-	}
-	return &fetchdv1.FetchResponse{Status: uint32(resp.StatusCode), Headers: headers, Body: b}, nil
 }
 
 // forwarderCommand is `benchcompare forwarder -listen ADDR`: it serves the
