@@ -1,7 +1,6 @@
 package outbound
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,11 +34,19 @@ type exchange struct {
 	reason string
 	start  time.Time
 
-	attemptCtx    context.Context         // ends with errAttemptTimeout
-	cancelAttempt context.CancelFunc      // ends attemptCtx
-	readCtx       context.Context         // ends with errReadTimeout or errResendRefused
-	cancelRead    context.CancelCauseFunc // ends readCtx with a cause
-	watch         *watchdog
+	// ctx is the attempt's context, under the run's: it ends with the cause
+	// errAttemptTimeout (attemptTimer), errReadTimeout (watch) or
+	// errResendRefused (nextTry), whichever comes first. One context with
+	// timers of its own, rather than one context per bound, costs an
+	// attempt the fewest allocations.
+	ctx          context.Context
+	cancel       context.CancelCauseFunc // ends ctx with a cause
+	attemptTimer *time.Timer             // nil without an AttemptTimeout
+	watch        watchdog
+	// trace and connect are the request's trace hooks and connect timeout,
+	// kept in the exchange so that they cost no allocation of their own.
+	trace   httptrace.ClientTrace
+	connect connectTimeout
 
 	resp   *http.Response // headers arrived; body still unread
 	err    error
@@ -65,24 +72,25 @@ func (r *run) send(number, nth int, wait time.Duration, reason string) *exchange
 	r.permit = permit{}
 	x.tryStart = x.start
 
+	// Each attempt gets min(AttemptTimeout, time left): the run's context
+	// ends this one too.
+	x.ctx, x.cancel = context.WithCancelCause(r.ctx)
 	if r.p.AttemptTimeout > 0 {
-		x.attemptCtx, x.cancelAttempt = context.WithTimeoutCause(r.ctx, r.p.AttemptTimeout, errAttemptTimeout)
-	} else {
-		x.attemptCtx, x.cancelAttempt = context.WithCancel(r.ctx)
+		x.attemptTimer = time.AfterFunc(r.p.AttemptTimeout, func() { x.cancel(errAttemptTimeout) })
 	}
-	x.readCtx, x.cancelRead = context.WithCancelCause(x.attemptCtx)
-	x.watch = newWatchdog(r.p.ReadTimeout, func() { x.cancelRead(errReadTimeout) })
+	x.watch = watchdog{d: r.p.ReadTimeout, fire: func() { x.cancel(errReadTimeout) }}
 
-	ctx, header := x.readCtx, r.header
+	ctx, header := x.ctx, r.header
 	if o := r.c.obs; o.tracer != nil || o.hosts != nil || o.propagator != nil {
 		ctx, header = x.startTelemetry(ctx)
 	}
-	ctx = httptrace.WithClientTrace(ctx, x.trace())
 	connect := r.p.ConnectTimeout
 	if connect <= 0 {
 		connect = fallbackConnectTimeout
 	}
-	ctx = withConnectTimeout(ctx, connect)
+	x.connect = connectTimeout{Context: ctx, d: connect}
+	x.setTrace()
+	ctx = httptrace.WithClientTrace(&x.connect, &x.trace)
 
 	// The transport is called directly: it never follows a redirect (a 3xx
 	// is an answer, returned as it is), and http.Client would only add a
@@ -99,12 +107,14 @@ func (r *run) send(number, nth int, wait time.Duration, reason string) *exchange
 // failure recorded.
 func (x *exchange) release() {
 	x.watch.stop()
-	x.cancelRead(nil)
-	x.cancelAttempt()
+	if x.attemptTimer != nil {
+		x.attemptTimer.Stop()
+	}
+	x.cancel(nil)
 	x.endTelemetry()
 }
 
-// trace observes every try net/http makes within one exchange. A try that
+// setTrace sets the hooks that observe every try net/http makes within one exchange. A try that
 // wrote its headers and is followed by another try was a real send that
 // failed silently and is to be repeated: the new try is a re-send, which
 // goes ahead only if the run grants it (nextTry).
@@ -112,8 +122,8 @@ func (x *exchange) release() {
 // net/http calls GetConn and GotConn on the goroutine that called
 // RoundTrip, the run's own, so nextTry may use the run's state; WroteHeaders
 // may come from the transport's writing goroutine.
-func (x *exchange) trace() *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{
+func (x *exchange) setTrace() {
+	x.trace = httptrace.ClientTrace{
 		GetConn: func(string) {
 			x.nextTry(nil)
 		},
@@ -156,7 +166,7 @@ func (x *exchange) nextTry(conn net.Conn) bool {
 			x.mu.Lock()
 			x.refused = stop
 			x.mu.Unlock()
-			x.cancelRead(errResendRefused)
+			x.cancel(errResendRefused)
 			refused = true
 		}
 	}
@@ -195,26 +205,30 @@ func (x *exchange) refusal() string {
 	return x.refused
 }
 
-// records returns the attempt log entries of the exchange: one per repeated
-// send, then the last try with its outcome; and whether anything may have
-// reached the upstream. Nothing did when no try was handed a connection:
-// GotConn comes before any request byte is written, over HTTP/1 and HTTP/2
-// alike, so a failed dial or handshake, or a wait for a connection cut
-// short, sent nothing.
-func (x *exchange) records(status int, class, detail string) (out []Attempt, sent bool) {
-	end := x.r.c.now()
+// records appends the attempt log entries of the exchange to the run's log:
+// one per repeated send, then the last try with its outcome. It returns
+// them (a part of the log) and whether anything may have reached the
+// upstream. Nothing did when no try was handed a connection: GotConn comes
+// before any request byte is written, over HTTP/1 and HTTP/2 alike, so a
+// failed dial or handshake, or a wait for a connection cut short, sent
+// nothing.
+func (x *exchange) records(status int, class, detail string) (recs []Attempt, sent bool) {
+	r := x.r
+	end := r.c.now()
 	x.mu.Lock()
 	repeated, tryStart, onConn := x.repeated, x.tryStart, x.tryConn != nil
 	x.mu.Unlock()
+	first := len(r.log)
 	n := x.number
 	for _, s := range repeated {
-		out = append(out, Attempt{Number: n, Error: ClassReset, Detail: resentDetail, Duration: s.end.Sub(s.start)})
+		r.appendLog(Attempt{Number: n, Error: ClassReset, Detail: resentDetail, Duration: s.end.Sub(s.start)})
 		n++
 	}
-	out = append(out, Attempt{Number: n, Status: status, Error: class, Detail: detail, Duration: end.Sub(tryStart)})
-	out[0].Backoff, out[0].BackoffReason = x.wait, x.reason
+	r.appendLog(Attempt{Number: n, Status: status, Error: class, Detail: detail, Duration: end.Sub(tryStart)})
+	recs = r.log[first:]
+	recs[0].Backoff, recs[0].BackoffReason = x.wait, x.reason
 	sent = len(repeated) > 0 || onConn || status != 0
-	return out, sent
+	return recs, sent
 }
 
 // failure names why the exchange failed. The contexts come first: when one
@@ -230,10 +244,10 @@ func (x *exchange) failure() *attemptError {
 		// connection closed or broke before any answer.
 		return &attemptError{class: ClassReset, detail: notResentDetail}
 	}
-	switch {
-	case context.Cause(x.attemptCtx) == errAttemptTimeout:
+	switch context.Cause(x.ctx) {
+	case errAttemptTimeout:
 		return &attemptError{class: ClassAttemptTimeout, detail: fmt.Sprintf("attempt took longer than %s", r.p.AttemptTimeout)}
-	case context.Cause(x.readCtx) == errReadTimeout:
+	case errReadTimeout:
 		return &attemptError{class: ClassReadTimeout, detail: fmt.Sprintf("no data from the upstream for %s", r.p.ReadTimeout)}
 	}
 	x.mu.Lock()
@@ -273,17 +287,45 @@ func (x *exchange) readBody(limit int64) ([]byte, error) {
 	if n > limit {
 		return nil, ErrBodyTooLarge
 	}
-	var buf bytes.Buffer
-	if n > 0 {
-		buf.Grow(int(n) + bytes.MinRead) // room for the read that sees EOF
+	size := int64(bodyChunk)
+	if n >= 0 {
+		size = n + 1 // room for the read that sees EOF: one allocation
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(kickReader{body, x.watch}, limit+1)); err != nil {
+	b, err := x.readAll(body, min(size, limit+1), limit)
+	if err != nil {
 		return nil, err
 	}
-	if int64(buf.Len()) > limit {
+	if int64(len(b)) > limit {
 		return nil, ErrBodyTooLarge
 	}
-	return buf.Bytes(), nil
+	return b, nil
+}
+
+// bodyChunk is the first buffer of a body of unknown length.
+const bodyChunk = 512
+
+// readAll reads body to EOF, or until it has read limit+1 bytes, into a
+// buffer of size bytes at first, and kicks the read watchdog whenever data
+// arrives.
+func (x *exchange) readAll(body io.Reader, size, limit int64) ([]byte, error) {
+	b := make([]byte, 0, max(size, 1))
+	for int64(len(b)) <= limit {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow, as io.ReadAll does
+		}
+		n, err := body.Read(b[len(b):min(int64(cap(b)), limit+1)])
+		b = b[:len(b)+n]
+		if n > 0 {
+			x.watch.kick()
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // bodiless reports a response that has no body whatever its headers say
@@ -297,7 +339,7 @@ func bodiless(method string, status int) bool {
 // discard drains a little of a body that is not wanted, so that a short one
 // leaves its connection reusable, and closes it.
 func (x *exchange) discard() {
-	_, _ = io.CopyN(io.Discard, kickReader{x.resp.Body, x.watch}, drainLimit)
+	_, _ = io.CopyN(io.Discard, kickReader{x.resp.Body, &x.watch}, drainLimit)
 	_ = x.resp.Body.Close()
 }
 
@@ -316,7 +358,8 @@ func (k kickReader) Read(p []byte) (int, error) {
 }
 
 // watchdog calls fire after d of silence: it is started (and restarted) by
-// kick, held by pause, and ended for good by stop. A zero d never fires.
+// kick, held by pause, and ended for good by stop. A zero d never fires. It
+// must not be copied once kicked.
 type watchdog struct {
 	d    time.Duration
 	fire func()
@@ -324,10 +367,6 @@ type watchdog struct {
 	mu      sync.Mutex
 	t       *time.Timer
 	stopped bool
-}
-
-func newWatchdog(d time.Duration, fire func()) *watchdog {
-	return &watchdog{d: d, fire: fire}
 }
 
 func (w *watchdog) kick() {

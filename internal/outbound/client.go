@@ -542,7 +542,6 @@ func (r *run) record(x *exchange, status int, class, detail string) bool {
 	x.permit.settle(verdict(status, class, r.p.ShortenedTimeouts), r.c.now())
 	recs, sent := x.records(status, class, detail)
 	x.observe(recs)
-	r.appendLog(recs...)
 	r.sent = r.sent || sent
 	return sent
 }
@@ -616,12 +615,13 @@ func (r *run) contextFailure() *attemptError {
 // request builds the http.Request of one attempt, with header (the run's
 // own, or a copy carrying the attempt's trace context). The body is rebuilt
 // from the bytes every time (and GetBody lets net/http rebuild it too), so
-// every send carries it intact.
+// every send carries it intact. The URL is shared, not copied: a
+// RoundTripper must not modify the request (http.RoundTripper), and every
+// run's transport is an *http.Transport.
 func (r *run) request(ctx context.Context, header http.Header) *http.Request {
-	u := *r.url
 	hr := &http.Request{
 		Method:     r.method,
-		URL:        &u,
+		URL:        r.url,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1195,5 +1197,50 @@ func TestRetryNeedsUsefulTimeLeft(t *testing.T) {
 				t.Errorf("body %q, want the answer's body", resp.Body)
 			}
 		})
+	}
+}
+
+// TestBodyReadWhole reads bodies of many sizes, with a Content-Length and
+// chunked, up to exactly the limit: each arrives intact, and each is read to
+// its end, so that every call reuses the one connection.
+func TestBodyReadWhole(t *testing.T) {
+	t.Parallel()
+	const limit = 64 << 10
+	for _, size := range []int{1, 511, 512, 513, 4096, limit} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d bytes chunked=%v", size, chunked), func(t *testing.T) {
+				t.Parallel()
+				body := make([]byte, size)
+				for i := range body {
+					body[i] = byte('a' + i%26)
+				}
+				up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+					if !chunked {
+						w.Header().Set("Content-Length", strconv.Itoa(size))
+						w.Write(body)
+						return
+					}
+					for i := 0; i < size; i += 300 {
+						w.Write(body[i:min(i+300, size)])
+						w.(http.Flusher).Flush()
+					}
+				})
+				c, _ := newClient(t)
+				req := request(t, "GET", up.URL+"/", nil)
+				req.Policy.MaxResponseBytes = limit
+				for range 5 {
+					resp, err := c.Do(context.Background(), req)
+					if err != nil {
+						t.Fatalf("err = %v", err)
+					}
+					if !bytes.Equal(resp.Body, body) {
+						t.Fatalf("body of %d bytes, want %d bytes as sent", len(resp.Body), size)
+					}
+				}
+				if n := up.conns.Load(); n != 1 {
+					t.Fatalf("5 sequential GETs opened %d connections, want 1", n)
+				}
+			})
+		}
 	}
 }

@@ -90,3 +90,22 @@ func TestResponseHeader(t *testing.T) {
 		t.Fatalf("responseHeader = %v, want %v", got, want)
 	}
 }
+
+// TestHeaderValuesDoNotOverlap appends to every name of a copied header:
+// the names share one array, and no append may reach another name's values.
+func TestHeaderValuesDoNotOverlap(t *testing.T) {
+	t.Parallel()
+	in := http.Header{"X-A": {"a1", "a2"}, "X-B": {"b1"}, "X-C": {"c1"}}
+	for _, copyOf := range []func(http.Header) http.Header{requestHeader, responseHeader} {
+		out := copyOf(in)
+		for name := range out {
+			out[name] = append(out[name], "appended to "+name)
+		}
+		for name, values := range in {
+			want := append(append([]string(nil), values...), "appended to "+name)
+			if !reflect.DeepEqual(out[name], want) {
+				t.Errorf("%s = %q, want %q", name, out[name], want)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -69,6 +70,7 @@ const (
 type observer struct {
 	tracer     trace.Tracer                  // nil: no spans
 	propagator propagation.TextMapPropagator // nil: nothing injected
+	fields     []string                      // the propagator's header names, canonical
 	redactor   atomic.Pointer[telemetry.URLRedactor]
 
 	hosts *telemetry.HostLabels // nil: no metrics
@@ -89,6 +91,11 @@ func newObserver(c *Client) *observer {
 	o.redactor.Store(&r)
 	if !c.propagatorSet {
 		o.propagator = propagation.TraceContext{}
+	}
+	if o.propagator != nil {
+		for _, f := range o.propagator.Fields() {
+			o.fields = append(o.fields, textproto.CanonicalMIMEHeaderKey(f))
+		}
 	}
 	switch tp := c.tracerProvider.(type) {
 	case nil, tracenoop.TracerProvider, *tracenoop.TracerProvider:
@@ -244,8 +251,8 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 	if h == nil {
 		h = make(http.Header, 2)
 	}
-	for _, f := range o.propagator.Fields() {
-		h.Del(f)
+	for _, f := range o.fields {
+		delete(h, f)
 	}
 	o.propagator.Inject(ctx, propagation.HeaderCarrier(h))
 	return ctx, h

@@ -197,21 +197,28 @@ func (c *Client) newTransport(scheme string, maxConns int, guard *egress.Guard) 
 	return tr
 }
 
-// connectTimeoutKey carries the request's connect timeout to the dialers.
-// net/http dials with a context that keeps the request's values but not its
-// cancellation, so the per-request bound travels as a value.
+// connectTimeout carries the request's connect timeout to the dialers, as
+// the value of its own type. net/http dials with a context that keeps the
+// request's values but not its cancellation, so the per-request bound
+// travels as a value.
+type connectTimeout struct {
+	context.Context
+	d time.Duration
+}
+
+// connectTimeoutKey is the key under which a connectTimeout answers Value.
 type connectTimeoutKey struct{}
 
-func withConnectTimeout(ctx context.Context, d time.Duration) context.Context {
-	if d <= 0 {
-		return ctx
+func (c *connectTimeout) Value(key any) any {
+	if key == (connectTimeoutKey{}) {
+		return c
 	}
-	return context.WithValue(ctx, connectTimeoutKey{}, d)
+	return c.Context.Value(key)
 }
 
 func connectContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok {
-		return context.WithTimeout(ctx, d)
+	if c, ok := ctx.Value(connectTimeoutKey{}).(*connectTimeout); ok && c.d > 0 {
+		return context.WithTimeout(ctx, c.d)
 	}
 	return ctx, func() {}
 }
