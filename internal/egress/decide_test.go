@@ -293,3 +293,22 @@ func TestRulesTable(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowsAgreesWithDecide: the per-call check agrees with Decide on
+// every kind of address, with and without an allowance (FuzzClassify checks
+// it on arbitrary ones).
+func TestAllowsAgreesWithDecide(t *testing.T) {
+	t.Parallel()
+	plain, allowing := New(), New(WithAllow(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("fd00::/8")))
+	for _, s := range []string{"127.0.0.1", "::ffff:127.0.0.1", "10.1.2.3", "169.254.169.254", "8.8.8.8", "::1", "fd00::1", "fe80::1%eth0", "2606:4700::1111", "0.0.0.0"} {
+		a := netip.MustParseAddr(s)
+		for _, g := range []*Guard{plain, allowing} {
+			if got, want := g.allows(a), g.Decide(a).Allowed; got != want {
+				t.Errorf("allows(%s) = %v, Decide: %v", s, got, want)
+			}
+		}
+	}
+	if plain.allows(netip.Addr{}) {
+		t.Error("the zero Addr is allowed")
+	}
+}

@@ -118,8 +118,8 @@ func (g *Guard) control(
 		if err != nil {
 			return fmt.Errorf("egress: socket address %q cannot be checked: %w", address, ErrDenied)
 		}
-		if d := g.Decide(ap.Addr()); !d.Allowed {
-			return &DeniedError{Host: host, Addr: ap.Addr(), Reason: d.Reason}
+		if !g.allows(ap.Addr()) {
+			return &DeniedError{Host: host, Addr: ap.Addr(), Reason: g.Decide(ap.Addr()).Reason}
 		}
 		switch {
 		case nextCtx != nil:

@@ -46,6 +46,9 @@ func FuzzClassify(f *testing.F) {
 			if d.Reason == "" {
 				t.Fatalf("Decide(%v) without a Reason: %+v", a, d)
 			}
+			if g.allows(a) != d.Allowed {
+				t.Fatalf("allows(%v) = %v, Decide says %+v", a, !d.Allowed, d)
+			}
 			if !a.IsValid() {
 				if d.Allowed {
 					t.Fatal("the zero Addr was allowed")
