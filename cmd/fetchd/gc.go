@@ -11,9 +11,9 @@ import (
 // with GOGC=100 the goal is twice the live heap, and a gateway's live heap
 // is small (a few MiB) while it allocates tens of KiB per call, so the
 // collector would run dozens of times a second, and each cycle stops,
-// scans and restarts every goroutine. While the live heap is under half
-// the floor, the tuner raises GOGC so that the goal is the floor; above it,
-// GOGC is 100 as usual, so memory still follows the load. It re-computes
+// scans and restarts every goroutine. While GOGC=100 would put the goal
+// under the floor, the tuner raises GOGC so that the goal is the floor;
+// above it, GOGC is 100 as usual, so memory still follows the load. It re-computes
 // after every collection (a cleanup on a sentinel object runs once per
 // cycle). At 64 calls in flight a floor of 64 MiB cut the CPU per call by
 // about a fifth (scripts/bench-compare); the cost is that an idle fetchd
@@ -22,10 +22,10 @@ type gcTuner struct {
 	floor   uint64
 	mu      sync.Mutex // orders tune and stop
 	stopped bool
-	// set and live are debug.SetGCPercent and the live heap in bytes;
-	// tests replace them.
+	// set and live are debug.SetGCPercent and the live heap and the
+	// roots (stacks and globals) in bytes; tests replace them.
 	set  func(int) int
-	live func() uint64
+	live func() (heap, roots uint64)
 	// tuned is called after each re-computation with the percent set.
 	tuned func(int)
 }
@@ -34,20 +34,24 @@ type gcTuner struct {
 // right after start would otherwise ask for a huge multiple).
 const maxGCPercent = 5000
 
+// minHeapUnit is the runtime's minimum heap goal at GOGC=100: the goal is
+// never below minHeapUnit × GOGC/100, so GOGC is also capped at
+// floor/minHeapUnit × 100, or the goal would pass the floor.
+const minHeapUnit = 4 << 20
+
 func newGCTuner(floor uint64) *gcTuner {
-	return &gcTuner{floor: floor, set: debug.SetGCPercent, live: liveHeap}
+	return &gcTuner{floor: floor, set: debug.SetGCPercent, live: gcState}
 }
 
-// percent is the GOGC that puts the goal (live × (1 + GOGC/100)) at the
-// floor, never under 100.
-func (t *gcTuner) percent(live uint64) int {
-	if live == 0 {
-		live = 1
-	}
-	if live >= t.floor/2 {
+// percent is the GOGC that puts the goal at the floor, never under 100.
+// The runtime's goal is live + (live + roots) × GOGC/100, roots being the
+// stacks and globals it scans.
+func (t *gcTuner) percent(live, roots uint64) int {
+	if live+(live+roots) >= t.floor {
 		return 100
 	}
-	return int(min((t.floor-live)*100/live, maxGCPercent))
+	p := (t.floor - live) * 100 / max(live+roots, 1)
+	return int(max(min(p, maxGCPercent, t.floor*100/minHeapUnit), 100))
 }
 
 // start sets GOGC now and after every collection until stop.
@@ -92,11 +96,15 @@ func (t *gcTuner) stop() {
 	t.set(100)
 }
 
-func liveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// gcState reads the live heap and the roots the collector scans.
+func gcState() (heap, roots uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	var v [3]uint64
+	for i := range s {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			v[i] = s[i].Value.Uint64()
+		}
 	}
-	return s[0].Value.Uint64()
+	return v[0], v[1] + v[2]
 }

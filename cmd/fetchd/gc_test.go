@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,19 +15,36 @@ func TestGCTunerPercent(t *testing.T) {
 	const mib = 1 << 20
 	tu := &gcTuner{floor: 64 * mib}
 	for _, tt := range []struct {
-		live uint64
-		want int
+		live, roots uint64
+		want        int
 	}{
-		{4 * mib, 1500},   // 4 MiB × 16 = 64 MiB
-		{16 * mib, 300},   // 16 MiB × 4 = 64 MiB
-		{32 * mib, 100},   // the usual goal is the floor already
-		{200 * mib, 100},  // above the floor: as without the tuner
-		{1 * mib, 5000},   // bounded
-		{0, maxGCPercent}, // nothing live yet
+		{16 * mib, 0, 300},      // 16 + 16 × 3 = 64 MiB
+		{8 * mib, 8 * mib, 350}, // 8 + 16 × 3.5 = 64 MiB
+		{32 * mib, 0, 100},      // the usual goal is the floor already
+		{200 * mib, 0, 100},     // above the floor: as without the tuner
+		{1 * mib, 0, 1600},      // capped: the runtime's minimum heap, 4 MiB × 16, is the floor
+		{0, 0, 1600},            // nothing live yet
 	} {
-		if got := tu.percent(tt.live); got != tt.want {
-			t.Errorf("percent(%d MiB) = %d, want %d", tt.live/mib, got, tt.want)
+		if got := tu.percent(tt.live, tt.roots); got != tt.want {
+			t.Errorf("percent(%d MiB, %d MiB) = %d, want %d", tt.live/mib, tt.roots/mib, got, tt.want)
 		}
+	}
+}
+
+// TestGCTunerGoalIsTheFloor: with the real runtime, the heap goal after
+// tuning is about the floor, not a multiple of it. Not parallel: GOGC is
+// process-wide.
+func TestGCTunerGoalIsTheFloor(t *testing.T) {
+	const floor = 64 << 20
+	tu := newGCTuner(floor)
+	tu.start()
+	defer tu.stop()
+	runtime.GC()
+	tu.tune() // after a fresh collection: the live heap is exact
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	if goal := s[0].Value.Uint64(); goal < floor*9/10 || goal > floor*11/10 {
+		t.Fatalf("heap goal %d MiB, want about %d MiB", goal>>20, floor>>20)
 	}
 }
 
@@ -41,17 +59,17 @@ func TestGCTunerFollowsCollections(t *testing.T) {
 		last int
 		live atomic.Uint64
 	)
-	live.Store(4 * mib)
+	live.Store(8 * mib)
 	tuned := make(chan int, 100)
 	tu := &gcTuner{
 		floor: 64 * mib,
 		set:   func(p int) int { mu.Lock(); last = p; mu.Unlock(); return 100 },
-		live:  live.Load,
+		live:  func() (uint64, uint64) { return live.Load(), 0 },
 	}
 	tu.tuned = func(p int) { tuned <- p }
 	tu.start()
-	if p := <-tuned; p != 1500 {
-		t.Fatalf("at start: GOGC %d, want 1500", p)
+	if p := <-tuned; p != 700 {
+		t.Fatalf("at start: GOGC %d, want 700", p)
 	}
 	live.Store(16 * mib) // read by the cleanup goroutine after the GC below
 	for got := false; !got; {

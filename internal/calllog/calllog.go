@@ -7,8 +7,10 @@
 // interceptor builds, copies and de-duplicates its field lists several times
 // per call (about 100 allocations and 8 KB per Fetch, a tenth of the
 // daemon's CPU per call). Here a call costs one Record, whose attributes live
-// in an array inside it, and one slog.Logger.LogAttrs; the line has the same
-// keys and levels as that interceptor's finish line.
+// in an array inside it, and one slog.Logger.LogAttrs; the line has that
+// interceptor's finish-line keys and levels, except grpc.start_time (the
+// line's time and grpc.time_ms tell it) and grpc.error, which is the status
+// message.
 package calllog
 
 import (

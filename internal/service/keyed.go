@@ -260,8 +260,15 @@ func (s *Service) retryUpdate(ctx context.Context, u *storeUpdate, leaseEnd time
 		default:
 			// An earlier attempt that timed out or lost its reply may have
 			// been applied: then the record is this claim's.
-			e, gerr := s.store.Get(attemptCtx, u.key)
+			// The Get gets its own time: the failed Complete may have used up
+			// the attempt's. If it cannot tell, the next round asks again.
+			getCtx, cancelGet := context.WithTimeout(leaseCtx, storeTimeout)
+			e, gerr := s.store.Get(getCtx, u.key)
+			cancelGet()
 			landed = gerr == nil && e.Completed && e.Token == u.token
+			if gerr != nil && transient(gerr) {
+				err = gerr
+			}
 		}
 		cancelAttempt()
 		switch {

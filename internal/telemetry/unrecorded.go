@@ -50,7 +50,8 @@ func (t *unrecordedTracer) Start(ctx context.Context, name string, opts ...trace
 		binary.NativeEndian.PutUint64(scc.SpanID[:], rand.Uint64())
 	}
 	res := t.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: ctx,
+		// The parent the span has (none for a new root), as the SDK passes it.
+		ParentContext: trace.ContextWithSpanContext(ctx, parent),
 		TraceID:       scc.TraceID,
 		Name:          name,
 		Kind:          cfg.SpanKind(),
