@@ -289,7 +289,10 @@ func (x *exchange) readBody(limit int64) ([]byte, error) {
 	}
 	size := int64(bodyChunk)
 	if n >= 0 {
-		size = n + 1 // room for the read that sees EOF: one allocation
+		// Room for the read that sees EOF: one allocation. Not more than
+		// bodyTrust up front, though: an upstream that announces a large
+		// body and sends it slowly gets memory as its bytes arrive.
+		size = min(n+1, bodyTrust)
 	}
 	b, err := x.readAll(body, min(size, limit+1), limit)
 	if err != nil {
@@ -301,8 +304,12 @@ func (x *exchange) readBody(limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// bodyChunk is the first buffer of a body of unknown length.
-const bodyChunk = 512
+// bodyChunk is the first buffer of a body of unknown length; bodyTrust the
+// largest first buffer a Content-Length gets.
+const (
+	bodyChunk = 512
+	bodyTrust = 256 << 10
+)
 
 // readAll reads body to EOF, or until it has read limit+1 bytes, into a
 // buffer of size bytes at first, and kicks the read watchdog whenever data

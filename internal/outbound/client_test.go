@@ -1205,8 +1205,10 @@ func TestRetryNeedsUsefulTimeLeft(t *testing.T) {
 // its end, so that every call reuses the one connection.
 func TestBodyReadWhole(t *testing.T) {
 	t.Parallel()
-	const limit = 64 << 10
-	for _, size := range []int{1, 511, 512, 513, 4096, limit} {
+	const limit = 1 << 20
+	// Around the first buffer of an unknown length (bodyChunk), past the
+	// largest first buffer a Content-Length gets (bodyTrust), and the limit.
+	for _, size := range []int{1, 511, 512, 513, 4096, bodyTrust, bodyTrust + 1, limit} {
 		for _, chunked := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%d bytes chunked=%v", size, chunked), func(t *testing.T) {
 				t.Parallel()
