@@ -17,7 +17,8 @@ import (
 // IDN mapped to ASCII with a strict IDNA lookup profile, one trailing dot
 // removed, and numeric IPv4 spellings (2130706433, 0x7f000001, 0177.0.0.1,
 // 127.1, 0x7f.1) rewritten to the dotted quad. IPv6 literals are written in
-// canonical form; zones are refused. The fragment is dropped. The port is
+// canonical form; zones are refused. The fragment is dropped, and a space in
+// the query is escaped (%20). The port is
 // kept as written, without leading zeros, and an empty port is removed.
 //
 // Every error is a *URLError (errors.Is(err, ErrMalformed)). ParseURL does
@@ -88,6 +89,10 @@ func ParseURL(raw string) (*url.URL, error) {
 		u.Host = host
 	}
 	u.Fragment, u.RawFragment = "", ""
+	// url.Parse keeps a space in the query as it is, and it would go out
+	// in the request line ("GET /?a b HTTP/1.1"), where a space ends the
+	// target: it is sent escaped, as a browser does.
+	u.RawQuery = strings.ReplaceAll(u.RawQuery, " ", "%20")
 	return u, nil
 }
 

@@ -19,6 +19,8 @@ func TestParseURL(t *testing.T) {
 		{"uppercase scheme and host", "HTTPS://EXAMPLE.COM/Path", "https://example.com/Path", "example.com"},
 		{"mixed case scheme", "HtTp://Example.com", "http://example.com", "example.com"},
 		{"fragment dropped", "http://example.com/a#frag", "http://example.com/a", "example.com"},
+		{"space in the query escaped", "http://example.com/a?q=a b&r= &s", "http://example.com/a?q=a%20b&r=%20&s", "example.com"},
+		{"space before a fragment", "http://0? #", "http://0.0.0.0?%20", "0.0.0.0"},
 		{"fragment after host with at sign", "http://127.0.0.1#@example.com", "http://127.0.0.1", "127.0.0.1"},
 		{"path kept as written", "http://example.com/a%2Fb/c", "http://example.com/a%2Fb/c", "example.com"},
 		{"empty port removed", "http://example.com:/x", "http://example.com/x", "example.com"},
