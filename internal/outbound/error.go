@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strings"
 	"syscall"
@@ -184,7 +185,9 @@ func classify(err error, onConn bool, connErr error) string {
 		return ClassTLS
 	case dial:
 		return ClassOther
-	case connErr != nil && isReset(connErr):
+	case connErr != nil && isReset(connErr), errors.Is(err, net.ErrClosed):
+		// A closed connection: the server's close, or one fetchd closed
+		// after refusing a re-send on it (refuseWrites).
 		return ClassReset
 	case isTimeout(err):
 		return ClassOther // a timeout none of fetchd's timers caused

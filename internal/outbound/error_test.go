@@ -51,6 +51,8 @@ func TestClassify(t *testing.T) {
 		{"untyped on a closed conn", viaURL(errors.New("http: server closed idle connection")), true, io.EOF, ClassReset},
 		{"untyped on a reset conn", viaURL(errors.New("connection broken")), true, syscall.ECONNRESET, ClassReset},
 		{"untyped on a live conn", viaURL(errors.New(`malformed HTTP status code "abc"`)), true, nil, ClassProtocol},
+		{"closed after a refused re-send", viaURL(errWritesRefused), true, nil, ClassReset},
+		{"closed conn", viaURL(opErr("write", net.ErrClosed)), true, nil, ClassReset},
 		{"untyped, no conn", viaURL(errors.New("something")), false, nil, ClassOther},
 		{"stray timeout", viaURL(os.ErrDeadlineExceeded), true, nil, ClassOther},
 	}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -281,10 +282,17 @@ type trackedConn struct {
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	if c.noWrites.Load() {
-		return 0, errResendRefused
+		return 0, errWritesRefused
 	}
 	return c.Conn.Write(p)
 }
+
+// errWritesRefused is what a connection answers once its writes were
+// refused. It is also net.ErrClosed: net/http may have put the connection
+// back in its pool before it noticed the close, and to any other request
+// that takes it, it is a pooled connection that died, which net/http
+// replaces (nothing was written) and classify calls a reset.
+var errWritesRefused = fmt.Errorf("%w (%w)", errResendRefused, net.ErrClosed)
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -296,8 +304,8 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 // refuseWrites makes conn, if fetchd dialled it, fail every write from now
 // on without writing a byte: it is handed to an exchange whose re-send was
-// refused, and net/http would otherwise write the request on it. The
-// failed write closes it. An HTTP/2 connection is left alone: other
+// refused, and net/http would otherwise write the request on it. It is
+// closed too, so that it is never reused. An HTTP/2 connection is left alone: other
 // requests share it, and the HTTP/2 client looks at the request's context
 // before it writes the stream's headers.
 func refuseWrites(conn net.Conn) {
@@ -309,6 +317,7 @@ func refuseWrites(conn net.Conn) {
 	}
 	if t, ok := conn.(*trackedConn); ok {
 		t.noWrites.Store(true)
+		t.Conn.Close()
 	}
 }
 

@@ -471,10 +471,9 @@ func TestRefusedWritesSendNothing(t *testing.T) {
 		}
 		conn := &trackedConn{Conn: raw}
 		refuseWrites(conn)
-		if n, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); n != 0 || !errors.Is(err, errResendRefused) {
-			t.Errorf("Write = %d, %v; want 0, the refusal", n, err)
+		if n, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); n != 0 || !errors.Is(err, errResendRefused) || !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Write = %d, %v; want 0, the refusal, as a closed connection to any other request", n, err)
 		}
-		conn.Close()
 		select {
 		case b := <-got:
 			if len(b) != 0 {
