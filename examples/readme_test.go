@@ -54,14 +54,7 @@ func TestReadmeGrpcurl(t *testing.T) {
 	t.Parallel()
 	grpcurl := findGrpcurl(t)
 
-	src, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := parseReadme(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := readReadme(t)
 	if len(doc.examples) == 0 {
 		t.Fatal("README has no grpcurl examples")
 	}
@@ -105,14 +98,7 @@ func TestReadmeGrpcurl(t *testing.T) {
 // from run to run are let through.
 func TestReadmeComparison(t *testing.T) {
 	t.Parallel()
-	src, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := parseReadme(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := readReadme(t)
 	var jsonSeen, textSeen bool
 	for _, ex := range doc.examples {
 		if err := compareOutput(ex.lang, ex.output, ex.output); err != nil {
@@ -140,7 +126,7 @@ func TestReadmeComparison(t *testing.T) {
 	if edited == first.output {
 		t.Fatalf("README line %d: no \"status\": 201 in the first example's output to edit:\n%s", first.line, first.output)
 	}
-	err = compareOutput("json", edited, first.output)
+	err := compareOutput("json", edited, first.output)
 	if err == nil || !strings.Contains(err.Error(), "status: README shows 200, grpcurl printed 201") {
 		t.Errorf("status 201 edited to 200: comparison says %v, want a status mismatch", err)
 	}
@@ -217,14 +203,7 @@ func checkTextMutations(t *testing.T, ex readmeExample) {
 // is a valid FetchRequest.
 func TestReadmeInlineGrpcurl(t *testing.T) {
 	t.Parallel()
-	src, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := parseReadme(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := readReadme(t)
 	methods := []string{"fetchd.v1.FetchService/Fetch", "grpc.health.v1.Health/Check"}
 	data := regexp.MustCompile(`-d '([^']*)'`)
 	for _, c := range doc.inline {
@@ -269,6 +248,20 @@ var inlineGrpcurl = regexp.MustCompile("`(grpcurl [^`]+)`")
 // output, ```json for a response or ```text for an error (prose may come in
 // between). The start commands are the last sh lines starting with
 // readmeFetchdCmd and readmeUpstreamCmd before the first example.
+// readReadme reads and parses README.md, or fails the test.
+func readReadme(t *testing.T) readmeDoc {
+	t.Helper()
+	src, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := parseReadme(string(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
 func parseReadme(src string) (readmeDoc, error) {
 	var doc readmeDoc
 	var blocks []fencedBlock
