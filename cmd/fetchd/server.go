@@ -177,6 +177,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	callLog := calllog.UnaryServerInterceptor(callLogger, fetchdMethod)
 	opts := []grpc.ServerOption{
+		// First: each Fetch's goroutine gets the stack it will need while
+		// it is still shallow (stack.go).
+		grpc.StatsHandler(stackGrower{}),
 		// The server span of each call, continuing the caller's W3C trace
 		// context; health checks and reflection are not traced.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
