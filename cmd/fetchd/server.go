@@ -21,6 +21,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -181,10 +182,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// it is still shallow (stack.go).
 		grpc.StatsHandler(stackGrower{}),
 		// The server span of each call, continuing the caller's W3C trace
-		// context; health checks and reflection are not traced.
+		// context; health checks and reflection are not traced. Its
+		// rpc.server.call.duration would time the same calls as
+		// fetchd.fetch.duration, with fewer labels, for about 2 µs of CPU
+		// per call: it is not recorded.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(m.tel.TracerProvider()),
-			otelgrpc.WithMeterProvider(m.tel.MeterProvider()),
+			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 			otelgrpc.WithPropagators(m.tel.Propagator()),
 			otelgrpc.WithFilter(filters.ServicePrefix("fetchd.")))),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
