@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -333,9 +332,17 @@ func appliedPB(r *policy.Resolved, caller string) *fetchdv1.AppliedPolicy {
 }
 
 func headersPB(h http.Header) []*fetchdv1.Header {
-	out := make([]*fetchdv1.Header, 0, len(h))
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	// One array holds every header message.
+	hs := make([]fetchdv1.Header, n)
+	out := make([]*fetchdv1.Header, 0, n)
 	eachHeader(h, func(name, value string) {
-		out = append(out, &fetchdv1.Header{Name: name, Value: value})
+		m := &hs[len(out)]
+		m.Name, m.Value = name, value
+		out = append(out, m)
 	})
 	return out
 }
@@ -343,7 +350,13 @@ func headersPB(h http.Header) []*fetchdv1.Header {
 // eachHeader calls f for every value of h, names in sorted order, so that
 // responses and stored records list headers the same way every time.
 func eachHeader(h http.Header, f func(name, value string)) {
-	for _, name := range slices.Sorted(maps.Keys(h)) {
+	var buf [16]string // most responses have fewer names: no allocation
+	names := buf[:0]
+	for name := range h {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
 		for _, v := range h[name] {
 			f(name, v)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -156,18 +157,25 @@ func describe(a outbound.Attempt) string {
 }
 
 func attemptsPB(atts []outbound.Attempt) []*fetchdv1.Attempt {
+	// One array holds the attempt messages, one their durations.
+	ms := make([]fetchdv1.Attempt, len(atts))
+	ds := make([]durationpb.Duration, 2*len(atts))
 	out := make([]*fetchdv1.Attempt, len(atts))
 	for i, a := range atts {
-		out[i] = &fetchdv1.Attempt{
-			Number:        uint32(a.Number),
-			Status:        uint32(a.Status),
-			Error:         a.Error,
-			Duration:      durationpb.New(a.Duration),
-			Backoff:       durationpb.New(a.Backoff),
-			BackoffReason: a.BackoffReason,
-			Detail:        a.Detail,
-			Url:           a.URL,
-		}
+		d, b := &ds[2*i], &ds[2*i+1]
+		d.Seconds, d.Nanos = durationParts(a.Duration)
+		b.Seconds, b.Nanos = durationParts(a.Backoff)
+		m := &ms[i]
+		m.Number, m.Status, m.Error = uint32(a.Number), uint32(a.Status), a.Error
+		m.Duration, m.Backoff, m.BackoffReason = d, b, a.BackoffReason
+		m.Detail, m.Url = a.Detail, a.URL
+		out[i] = m
 	}
 	return out
+}
+
+// durationParts splits d the way durationpb.New does.
+func durationParts(d time.Duration) (int64, int32) {
+	nanos := d.Nanoseconds()
+	return nanos / 1e9, int32(nanos % 1e9)
 }
