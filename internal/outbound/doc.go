@@ -189,9 +189,11 @@
 //     or deadline for a refused retry or re-send),
 //     fetchd.egress.denied (reason: a Denied... class) and
 //     fetchd.outbound.requests.in_flight (target.host; up from an
-//     attempt's start until its body is read or discarded). With the
-//     default no-op providers no span or attribute is built and no metric
-//     recorded: a Do costs what it did without telemetry (BenchmarkDo).
+//     attempt's start until its body is read or discarded). Each count is
+//     one atomic add, read when metrics are collected, and carries no
+//     exemplar (telemetry.Counter). With the default no-op providers no
+//     span or attribute is built and no metric recorded: a Do costs what
+//     it did without telemetry (BenchmarkDo).
 //   - Failure classes come from error types (errors.Is/As) and from which of
 //     fetchd's own contexts ended the attempt, never from error text.
 //     Details never echo the URL's query ("?query") or credentials

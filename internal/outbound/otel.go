@@ -74,14 +74,11 @@ type observer struct {
 	redactor   atomic.Pointer[telemetry.URLRedactor]
 
 	hosts *telemetry.HostLabels // nil: no metrics
-	// The attribute sets of the instruments below, by host label (and
-	// outcome or reason), built once each.
-	hostAttrs, attemptAttrs, reasonAttrs *telemetry.Measurements
-	attempts                             metric.Int64Counter
-	retries                              metric.Int64Counter
-	refusals                             metric.Int64Counter
-	denied                               metric.Int64Counter
-	inFlight                             metric.Int64UpDownCounter
+	// Counted with one atomic add each, read at collection
+	// (telemetry.Counter): by host label and outcome or reason, by reason
+	// alone (denied), by host label (inFlight).
+	attempts, retries, refusals, denied *telemetry.Counter
+	inFlight                            *telemetry.UpDownCounter
 }
 
 // newObserver builds the Client's telemetry from its options.
@@ -107,22 +104,19 @@ func newObserver(c *Client) *observer {
 	default:
 		m := mp.Meter(instrumentation, metric.WithSchemaURL(semconv.SchemaURL))
 		// The names and units are constants the API accepts; on an error
-		// the SDK still returns a usable instrument, so there is nothing
-		// to do with it.
-		o.attempts, _ = m.Int64Counter("fetchd.outbound.attempts", metric.WithUnit("{attempt}"),
+		// the counters still count and the SDK still collects them, so
+		// there is nothing to do with it.
+		o.attempts, _ = telemetry.NewCounter(m, "fetchd.outbound.attempts", attrTargetHost, attrOutcome, metric.WithUnit("{attempt}"),
 			metric.WithDescription("Upstream attempts, one per real send, by target host and outcome (status class or failure class)."))
-		o.retries, _ = m.Int64Counter("fetchd.outbound.retries", metric.WithUnit("{retry}"),
+		o.retries, _ = telemetry.NewCounter(m, "fetchd.outbound.retries", attrTargetHost, attrReason, metric.WithUnit("{retry}"),
 			metric.WithDescription("Retries granted, by target host and the reason of the wait before them."))
-		o.refusals, _ = m.Int64Counter("fetchd.outbound.refusals", metric.WithUnit("{refusal}"),
+		o.refusals, _ = telemetry.NewCounter(m, "fetchd.outbound.refusals", attrTargetHost, attrReason, metric.WithUnit("{refusal}"),
 			metric.WithDescription("Attempts the target's protection or the deadline did not allow, by target host and reason."))
-		o.denied, _ = m.Int64Counter("fetchd.egress.denied", metric.WithUnit("{refusal}"),
+		o.denied, _ = telemetry.NewCounter(m, "fetchd.egress.denied", attrReason, "", metric.WithUnit("{refusal}"),
 			metric.WithDescription("Addresses the egress guard refused, by class of address."))
-		o.inFlight, _ = m.Int64UpDownCounter("fetchd.outbound.requests.in_flight", metric.WithUnit("{request}"),
+		o.inFlight, _ = telemetry.NewUpDownCounter(m, "fetchd.outbound.requests.in_flight", attrTargetHost, "", metric.WithUnit("{request}"),
 			metric.WithDescription("Attempts holding or awaiting a connection to the target host."))
 		o.hosts = telemetry.NewHostLabels(telemetry.DefaultMaxHosts)
-		o.hostAttrs = telemetry.NewMeasurements(attrTargetHost, "")
-		o.attemptAttrs = telemetry.NewMeasurements(attrTargetHost, attrOutcome)
-		o.reasonAttrs = telemetry.NewMeasurements(attrTargetHost, attrReason)
 	}
 	return o
 }
@@ -169,10 +163,10 @@ func (c *Client) SetRedactedQueryParams(names ...string) {
 // the attributes every span of the hop starts with, and the target's host
 // label. It is built once per hop, and only when spans or metrics are on.
 type hopTelemetry struct {
-	spanName  string                 // the method, or "HTTP"
-	spanAttrs []attribute.KeyValue   // method, server.address, server.port, url.full
-	hostLabel string                 // target.host, bounded by HostLabels
-	hostSet   *telemetry.Measurement // {target.host}
+	spanName  string               // the method, or "HTTP"
+	spanAttrs []attribute.KeyValue // method, server.address, server.port, url.full
+	hostLabel string               // target.host, bounded by HostLabels
+	inFlight  *telemetry.Cell      // fetchd.outbound.requests.in_flight{target.host}
 
 	// span is the live span of the hop's exchange in progress (exchanges
 	// of a run never overlap), nil without a tracer. It is kept here, not
@@ -196,7 +190,7 @@ func (o *observer) hop(method string, u *url.URL) *hopTelemetry {
 	}
 	if o.hosts != nil {
 		t.hostLabel = o.hosts.Label(host)
-		t.hostSet = o.hostAttrs.Get(t.hostLabel, "")
+		t.inFlight = o.inFlight.Get(t.hostLabel, "")
 	}
 	return t
 }
@@ -236,7 +230,7 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 	r := x.r
 	o := r.c.obs
 	if o.hosts != nil {
-		o.inFlight.Add(ctx, 1, r.tel.hostSet.Add...)
+		r.tel.inFlight.Add(1)
 	}
 	if o.tracer != nil {
 		ctx, r.tel.span = o.tracer.Start(ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
@@ -262,7 +256,7 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 // once, when the attempt is over.
 func (x *exchange) endTelemetry() {
 	if o := x.r.c.obs; o.hosts != nil {
-		o.inFlight.Add(context.Background(), -1, x.r.tel.hostSet.Add...)
+		x.r.tel.inFlight.Add(-1)
 	}
 }
 
@@ -279,7 +273,7 @@ func (x *exchange) observe(recs []Attempt) {
 	}
 	if o.hosts != nil {
 		for _, a := range recs {
-			o.attempts.Add(context.Background(), 1, o.attemptAttrs.Get(r.tel.hostLabel, attemptOutcome(a)).Add...)
+			o.attempts.Get(r.tel.hostLabel, attemptOutcome(a)).Add(1)
 		}
 	}
 	if o.tracer == nil {
@@ -362,7 +356,7 @@ var statusClasses = [...]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
 // re-send granted (reasonTransportResend).
 func (r *run) retried(reason string) {
 	if o := r.c.obs; o.hosts != nil {
-		o.retries.Add(context.Background(), 1, o.reasonAttrs.Get(r.tel.hostLabel, reason).Add...)
+		o.retries.Get(r.tel.hostLabel, reason).Add(1)
 	}
 }
 
@@ -395,7 +389,7 @@ func (r *run) attemptRefused(class string) {
 // refusal counts one refusal of the current hop's target.
 func (r *run) refusal(reason string) {
 	if o := r.c.obs; o.hosts != nil {
-		o.refusals.Add(context.Background(), 1, o.reasonAttrs.Get(r.tel.hostLabel, reason).Add...)
+		o.refusals.Get(r.tel.hostLabel, reason).Add(1)
 	}
 }
 
@@ -408,7 +402,7 @@ func (r *run) egressDenied(err error) {
 		span.AddEvent(eventEgressDenied, trace.WithAttributes(attrEgressDenied.String(reason)))
 	}
 	if o := r.c.obs; o.hosts != nil {
-		o.denied.Add(context.Background(), 1, metric.WithAttributes(attrReason.String(reason)))
+		o.denied.Get(reason, "").Add(1)
 	}
 }
 

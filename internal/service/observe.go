@@ -35,18 +35,22 @@ const (
 // meters are the service's metric instruments.
 type meters struct {
 	duration metric.Float64Histogram
-	idem     metric.Int64Counter
-	hosts    *telemetry.HostLabels
+	// idem counts by outcome with one atomic add (telemetry.Counter); nil
+	// with no meter provider or the no-op one.
+	idem  *telemetry.Counter
+	hosts *telemetry.HostLabels
 	// durationAttrs holds the attribute sets of duration by target.host
-	// label (bounded by hosts) and outcome (a fixed list); idemAttrs those
-	// of idem by outcome.
+	// label (bounded by hosts) and outcome (a fixed list).
 	durationAttrs *telemetry.Measurements
-	idemAttrs     map[string]*telemetry.Measurement
 }
 
 func newMeters(mp metric.MeterProvider) meters {
-	if mp == nil {
-		mp = noop.NewMeterProvider()
+	metered := true
+	switch mp.(type) {
+	case nil:
+		mp, metered = noop.NewMeterProvider(), false
+	case noop.MeterProvider, *noop.MeterProvider:
+		metered = false
 	}
 	m := mp.Meter("github.com/fetchd/fetchd/internal/service")
 	// Errors from instrument creation only come with invalid names; the
@@ -55,16 +59,14 @@ func newMeters(mp metric.MeterProvider) meters {
 		metric.WithUnit("s"),
 		metric.WithDescription("Duration of Fetch calls, by target host and outcome."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-	idem, _ := m.Int64Counter("fetchd.idempotency.outcomes",
-		metric.WithDescription("Keyed Fetch calls by idempotency outcome: claimed, replayed, conflict, in_flight."))
-	idemAttrs := make(map[string]*telemetry.Measurement)
-	for _, o := range []string{idemClaimed, idemReplayed, idemConflict, idemInFlight} {
-		idemAttrs[o] = telemetry.NewMeasurement(attribute.String("outcome", o))
+	var idem *telemetry.Counter
+	if metered {
+		idem, _ = telemetry.NewCounter(m, "fetchd.idempotency.outcomes", "outcome", "",
+			metric.WithDescription("Keyed Fetch calls by idempotency outcome: claimed, replayed, conflict, in_flight."))
 	}
 	return meters{
 		duration: duration, idem: idem, hosts: telemetry.NewHostLabels(0),
 		durationAttrs: telemetry.NewMeasurements("target.host", "outcome"),
-		idemAttrs:     idemAttrs,
 	}
 }
 
@@ -87,7 +89,9 @@ func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent("idempotency."+outcome, trace.WithAttributes(attribute.String("fetchd.idempotency.outcome", outcome)))
 	}
-	s.meters.idem.Add(ctx, 1, s.meters.idemAttrs[outcome].Add...)
+	if s.meters.idem != nil {
+		s.meters.idem.Get(outcome, "").Add(1)
+	}
 }
 
 // observe records a finished Fetch: the duration metric, the fields of its

@@ -1,6 +1,7 @@
 // Package telemetry wires fetchd's OpenTelemetry providers and its
 // Prometheus /metrics endpoint, and holds the pieces every instrumented
-// package shares: URL redaction for url.full and bounded host labels.
+// package shares: URL redaction for url.full, bounded host labels, and
+// counters whose hot path is one atomic add ([Counter]).
 //
 // Invariants:
 //
