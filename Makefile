@@ -25,7 +25,8 @@ FUZZ_TARGETS := \
 	FuzzValidate:./internal/service/ \
 	FuzzClassify:./internal/egress/ \
 	FuzzParseURL:./internal/egress/ \
-	FuzzPlainASCII:./internal/egress/
+	FuzzPlainASCII:./internal/egress/ \
+	FuzzJSONLine:./internal/calllog/
 
 check: checkgenerate lint test fuzz ## everything CI runs: generated code fresh, lint, tests under -race, a short fuzz run
 

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/fetchd/fetchd/internal/calllog"
 )
 
 func main() {
@@ -47,7 +49,7 @@ func run(ctx context.Context, stopSignals func(), reload <-chan os.Signal, args 
 	sink := newLogSink(stderr, callLogBatch, callLogFlush)
 	defer sink.Flush()
 	m.Logger = slog.New(slog.NewJSONHandler(sink.Direct(), nil))
-	m.CallLogger = slog.New(slog.NewJSONHandler(sink.Batched(), nil))
+	m.CallLogger = slog.New(calllog.NewJSONHandler(sink.Batched(), nil))
 	if err := m.ParseFlags(args, stderr); err != nil {
 		return err
 	}

@@ -34,6 +34,16 @@ func callCtx(t testing.TB) context.Context {
 	return ctx
 }
 
+// handlers make the call log's handler: slog's own, and JSONHandler, which
+// must write the same lines.
+var handlers = []struct {
+	name string
+	new  func(io.Writer, *slog.HandlerOptions) slog.Handler
+}{
+	{"slog", func(w io.Writer, o *slog.HandlerOptions) slog.Handler { return slog.NewJSONHandler(w, o) }},
+	{"calllog", func(w io.Writer, o *slog.HandlerOptions) slog.Handler { return NewJSONHandler(w, o) }},
+}
+
 func lines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
@@ -52,9 +62,18 @@ func lines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 
 // TestFinishedLine: a selected call writes one line with the call's fields
 // and the handler's, at the level of its code; the handler's answer passes
-// through unchanged.
+// through unchanged. It holds for both handlers.
 func TestFinishedLine(t *testing.T) {
 	t.Parallel()
+	for _, h := range handlers {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			testFinishedLine(t, h.new)
+		})
+	}
+}
+
+func testFinishedLine(t *testing.T, newHandler func(io.Writer, *slog.HandlerOptions) slog.Handler) {
 	for _, tt := range []struct {
 		err   error
 		code  string
@@ -69,7 +88,7 @@ func TestFinishedLine(t *testing.T) {
 		t.Run(tt.code, func(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
-			icpt := UnaryServerInterceptor(slog.New(slog.NewJSONHandler(&buf, nil)), fetchdOnly)
+			icpt := UnaryServerInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
 			resp, err := icpt(callCtx(t), "req", fetchInfo, func(ctx context.Context, req any) (any, error) {
 				rec := FromContext(ctx)
 				rec.Add(slog.String("caller", "checkout"), slog.String("target_host", "api.example.com"))
@@ -110,11 +129,21 @@ func TestFinishedLine(t *testing.T) {
 }
 
 // TestUnselectedAndDisabled: calls the selector leaves out are not logged
-// and get no Record; a level the logger drops writes nothing.
+// and get no Record; a level the logger drops writes nothing. It holds for
+// both handlers.
 func TestUnselectedAndDisabled(t *testing.T) {
 	t.Parallel()
+	for _, h := range handlers {
+		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
+			testUnselectedAndDisabled(t, h.new)
+		})
+	}
+}
+
+func testUnselectedAndDisabled(t *testing.T, newHandler func(io.Writer, *slog.HandlerOptions) slog.Handler) {
 	var buf bytes.Buffer
-	icpt := UnaryServerInterceptor(slog.New(slog.NewJSONHandler(&buf, nil)), fetchdOnly)
+	icpt := UnaryServerInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
 	health := &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}
 	_, err := icpt(callCtx(t), nil, health, func(ctx context.Context, _ any) (any, error) {
 		if FromContext(ctx) != nil {
@@ -127,7 +156,9 @@ func TestUnselectedAndDisabled(t *testing.T) {
 		t.Fatalf("unselected call: err %v, log %q", err, buf.String())
 	}
 
-	warnOnly := UnaryServerInterceptor(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})), fetchdOnly)
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelWarn)
+	warnOnly := UnaryServerInterceptor(slog.New(newHandler(&buf, &slog.HandlerOptions{Level: level})), fetchdOnly)
 	warnOnly(callCtx(t), nil, fetchInfo, func(context.Context, any) (any, error) { return nil, nil })
 	if buf.Len() != 0 {
 		t.Fatalf("an OK call logged at INFO through a WARN logger: %q", buf.String())
@@ -138,27 +169,38 @@ func TestUnselectedAndDisabled(t *testing.T) {
 	if ls := lines(t, &buf); len(ls) != 1 || ls[0]["grpc.code"] != "Unavailable" {
 		t.Fatalf("UNAVAILABLE through a WARN logger: %q", buf.String())
 	}
+
+	buf.Reset()
+	level.Set(slog.LevelError)
+	warnOnly(callCtx(t), nil, fetchInfo, func(context.Context, any) (any, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	})
+	if buf.Len() != 0 {
+		t.Fatalf("UNAVAILABLE through a logger raised to ERROR: %q", buf.String())
+	}
 }
 
 // TestRecordGrows: a Record takes more attributes than it holds inline.
 func TestRecordGrows(t *testing.T) {
 	t.Parallel()
-	var buf bytes.Buffer
-	icpt := UnaryServerInterceptor(slog.New(slog.NewJSONHandler(&buf, nil)), fetchdOnly)
-	icpt(t.Context(), nil, fetchInfo, func(ctx context.Context, _ any) (any, error) {
+	for _, h := range handlers {
+		var buf bytes.Buffer
+		icpt := UnaryServerInterceptor(slog.New(h.new(&buf, nil)), fetchdOnly)
+		icpt(t.Context(), nil, fetchInfo, func(ctx context.Context, _ any) (any, error) {
+			for i := range inline + 5 {
+				FromContext(ctx).Add(slog.Int("a"+strings.Repeat("x", i), i))
+			}
+			return nil, nil
+		})
+		l := lines(t, &buf)[0]
 		for i := range inline + 5 {
-			FromContext(ctx).Add(slog.Int("a"+strings.Repeat("x", i), i))
+			if l["a"+strings.Repeat("x", i)] != float64(i) {
+				t.Fatalf("%s: attribute %d lost: %v", h.name, i, l)
+			}
 		}
-		return nil, nil
-	})
-	l := lines(t, &buf)[0]
-	for i := range inline + 5 {
-		if l["a"+strings.Repeat("x", i)] != float64(i) {
-			t.Fatalf("attribute %d lost: %v", i, l)
+		if _, ok := l["trace_id"]; ok {
+			t.Errorf("%s: trace_id without a span: %v", h.name, l)
 		}
-	}
-	if _, ok := l["trace_id"]; ok {
-		t.Errorf("trace_id without a span: %v", l)
 	}
 }
 
@@ -174,13 +216,14 @@ func TestSplitMethod(t *testing.T) {
 	}
 }
 
-// BenchmarkInterceptor compares the call log's cost per call with
-// go-grpc-middleware's logging interceptor (finish events only, the same
-// fields), both writing JSON lines to io.Discard through slog:
+// BenchmarkInterceptor measures the call log's cost per call, writing JSON
+// lines to io.Discard: through slog's JSONHandler, through JSONHandler
+// (which writes the line itself), and, for comparison, go-grpc-middleware's
+// logging interceptor on slog's JSONHandler (finish events only, the same
+// fields):
 //
-//	go test -run '^$' -bench BenchmarkInterceptor -benchmem ./internal/calllog/
+//	go test -run '^$' -bench BenchmarkInterceptor -benchmem -count 6 ./internal/calllog/
 func BenchmarkInterceptor(b *testing.B) {
-	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	handler := func(ctx context.Context, _ any) (any, error) {
 		FromContext(ctx).Add(slog.String("caller", "checkout"), slog.String("target_host", "api.example.com"),
 			slog.String("outcome", "2xx"), slog.String("policy", "default"), slog.Uint64("status", 200),
@@ -190,14 +233,17 @@ func BenchmarkInterceptor(b *testing.B) {
 		return nil, nil
 	}
 	ctx := callCtx(b)
-	b.Run("calllog", func(b *testing.B) {
-		icpt := UnaryServerInterceptor(logger, fetchdOnly)
-		b.ReportAllocs()
-		for b.Loop() {
-			icpt(ctx, nil, fetchInfo, handler)
-		}
-	})
+	for _, h := range handlers {
+		b.Run(h.name, func(b *testing.B) {
+			icpt := UnaryServerInterceptor(slog.New(h.new(io.Discard, nil)), fetchdOnly)
+			b.ReportAllocs()
+			for b.Loop() {
+				icpt(ctx, nil, fetchInfo, handler)
+			}
+		})
+	}
 	b.Run("go-grpc-middleware", func(b *testing.B) {
+		logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 		icpt := logging.UnaryServerInterceptor(logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
 			logger.Log(ctx, slog.Level(level), msg, fields...)
 		}), logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
