@@ -66,6 +66,17 @@ var hostile = []string{
 	"ends in a backslash\\", "{\"json\":[1,2]}",
 }
 
+// lineCase is a line TestJSONLine writes through both handlers; direct
+// says whether JSONHandler formats it itself.
+type lineCase struct {
+	name   string
+	time   time.Time
+	level  slog.Level
+	msg    string
+	attrs  []slog.Attr
+	direct bool
+}
+
 // TestJSONLine: JSONHandler writes every line of the kinds it formats
 // itself exactly as slog.JSONHandler does, in one Write, and declines (so
 // that slog writes it) every line it does not.
@@ -73,14 +84,7 @@ func TestJSONLine(t *testing.T) {
 	t.Parallel()
 	deadline := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	india := time.FixedZone("IST", 5*3600+30*60)
-	tests := []struct {
-		name   string
-		time   time.Time
-		level  slog.Level
-		msg    string
-		attrs  []slog.Attr
-		direct bool
-	}{
+	tests := []lineCase{
 		{"call line", lineTime, slog.LevelWarn, Message, []slog.Attr{
 			slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
 			slog.String("grpc.service", "fetchd.v1.FetchService"), slog.String("grpc.method", "Fetch"),
@@ -139,14 +143,7 @@ func TestJSONLine(t *testing.T) {
 		{"declined after direct ones", lineTime, slog.LevelInfo, "m", []slog.Attr{slog.String("a", "b"), slog.Any("c", struct{}{})}, false},
 	}
 	for _, s := range hostile {
-		tests = append(tests, struct {
-			name   string
-			time   time.Time
-			level  slog.Level
-			msg    string
-			attrs  []slog.Attr
-			direct bool
-		}{"string " + s, lineTime, slog.LevelError, s, []slog.Attr{slog.String(s, s), slog.String("k", s), slog.String(s, "v")}, true})
+		tests = append(tests, lineCase{"string " + s, lineTime, slog.LevelError, s, []slog.Attr{slog.String(s, s), slog.String("k", s), slog.String(s, "v")}, true})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

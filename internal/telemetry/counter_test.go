@@ -3,9 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -304,17 +302,7 @@ func instrumentOpts[O any](opts []metric.InstrumentOption) []O {
 // metrics, in order.
 func fetchdLines(t *testing.T, h http.Handler) []string {
 	t.Helper()
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := getMetrics(t, h)
 	var out []string
 	for l := range strings.Lines(string(body)) {
 		if strings.Contains(l, "fetchd_") {

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"bytes"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -15,8 +17,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// scrape GETs /metrics from a real server over h and parses the text.
-func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+// getMetrics GETs /metrics from a real server over h and returns the body,
+// after checking the status and that it is the Prometheus text format.
+func getMetrics(t *testing.T, h http.Handler) []byte {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -31,10 +34,20 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	if f := expfmt.ResponseFormat(resp.Header); f.FormatType() != expfmt.TypeTextPlain {
 		t.Fatalf("Content-Type %q is not the Prometheus text format", resp.Header.Get("Content-Type"))
 	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// scrape GETs /metrics from a real server over h and parses the text.
+func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+	t.Helper()
 	// prometheus/common v0.73: the zero TextParser has no validation
 	// scheme; NewTextParser sets one.
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(getMetrics(t, h)))
 	if err != nil {
 		t.Fatalf("parsing /metrics: %v", err)
 	}
