@@ -364,3 +364,46 @@ func BenchmarkCounter(b *testing.B) {
 		})
 	}
 }
+
+// TestCounterPastTheCap: past the SDK's limit of series per instrument
+// (2,000), a Counter keeps the same series on every collection, the first
+// ones made, with the rest in the overflow series, exactly as the SDK's own
+// counter given the same adds does. Reported in a map's order, a different
+// set passed the cap on each scrape and the overflow value went up and
+// down.
+func TestCounterPastTheCap(t *testing.T) {
+	t.Parallel()
+	m, reader := manual(t)
+	ours, err := NewCounter(m, "ours", "target.host", "outcome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdk, err := m.Int64Counter("sdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := []string{"2xx", "4xx", "5xx", "reset", "timeout", "refused", "tls", "dns"}
+	for h := range 257 {
+		for _, o := range outcomes {
+			n := int64(h%7 + 1)
+			host := fmt.Sprint("h", h)
+			ours.Get(host, o).Add(n)
+			sdk.Add(context.Background(), n, metric.WithAttributes(attribute.String("target.host", host), attribute.String("outcome", o)))
+		}
+	}
+	_, want, _ := collectSum(t, reader, "sdk")
+	if len(want) != 2000 {
+		t.Fatalf("the SDK's counter has %d series, want 2000 (the cap): the test does not pass the cap", len(want))
+	}
+	for i := range 4 {
+		_, got, _ := collectSum(t, reader, "ours")
+		if len(got) != len(want) {
+			t.Fatalf("collection %d: %d series, want %d", i, len(got), len(want))
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("collection %d: series %v = %d, want %d (the SDK's counter)", i, k, got[k], v)
+			}
+		}
+	}
+}
