@@ -16,6 +16,7 @@ import (
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 	"github.com/fetchd/fetchd/internal/baregateway"
+	"github.com/fetchd/fetchd/internal/calllog"
 	"github.com/fetchd/fetchd/internal/identity"
 )
 
@@ -63,6 +64,7 @@ callers:
 	_, conn := startWith(b, true, func(m *Main) {
 		m.Config, m.AllowCIDRs, m.ReloadInterval = path, nil, 0
 		m.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		m.CallLogger = slog.New(calllog.NewJSONHandler(io.Discard, nil)) // as main sets it
 	})
 	client := fetchdv1.NewFetchServiceClient(conn)
 	ctx := bearer(b, "bench-token")
