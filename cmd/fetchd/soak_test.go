@@ -884,29 +884,11 @@ func (m *monitor) read() (resources, error) {
 // (a second), and returns that reading: the process at rest.
 func (m *monitor) settled(t *testing.T) resources {
 	t.Helper()
-	deadline := time.Now().Add(settleWithin)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	var last resources
-	same := 0
-	for time.Now().Before(deadline) {
-		r, err := m.read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.goroutines == last.goroutines && r.fds == last.fds {
-			same++
-		} else {
-			same = 0
-		}
-		last = r
-		if same == 3 {
-			return r
-		}
-		<-tick.C
+	r, stable := m.poll(t, 250*time.Millisecond, 3, func(resources) bool { return true })
+	if !stable {
+		t.Fatalf("fetchd did not come to rest within %v: last %v", settleWithin, r)
 	}
-	t.Fatalf("fetchd did not come to rest within %v: last %v", settleWithin, last)
-	return last
+	return r
 }
 
 // within polls until the process is at rest (goroutines and fds read the
@@ -914,25 +896,38 @@ func (m *monitor) settled(t *testing.T) resources {
 // last reading and whether it was within them.
 func (m *monitor) within(t *testing.T, base resources) (resources, bool) {
 	t.Helper()
+	near := func(r resources) bool {
+		return r.goroutines <= base.goroutines+goroutineSlack && r.fds <= base.fds+fdSlack && r.heap <= base.heap*heapFactor+heapSlack
+	}
+	r, _ := m.poll(t, 100*time.Millisecond, 4, near)
+	return r, near(r)
+}
+
+// poll reads the process every interval until a reading satisfies ok with
+// goroutines and fds read the same `same` more times in a row, or until
+// settleWithin has passed; it returns the last reading and whether it was
+// such a reading.
+func (m *monitor) poll(t *testing.T, interval time.Duration, same int, ok func(resources) bool) (resources, bool) {
+	t.Helper()
 	deadline := time.Now().Add(settleWithin)
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var last resources
-	same := 0
+	repeats := 0
 	for {
 		r, err := m.read()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.goroutines == last.goroutines && r.fds == last.fds {
-			same++
+			repeats++
 		} else {
-			same = 0
+			repeats = 0
 		}
 		last = r
-		ok := r.goroutines <= base.goroutines+goroutineSlack && r.fds <= base.fds+fdSlack && r.heap <= base.heap*heapFactor+heapSlack
-		if ok && same >= 4 || time.Now().After(deadline) {
-			return r, ok
+		done := repeats >= same && ok(r)
+		if done || time.Now().After(deadline) {
+			return r, done
 		}
 		<-tick.C
 	}
