@@ -245,70 +245,66 @@ func (s *setup) startFetchd(ctx context.Context) (*gateway, error) {
 	}
 	cmd := newCommand(s.fetchd, "--listen", "127.0.0.1:0", "--admin", "", "--config", conf,
 		"--store", "file:"+filepath.Join(dir, "fetchd.db"), "--drain-timeout", "5s")
-	cmd.Env = withoutOTEL(os.Environ())
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
-	addrc := make(chan string, 1)
 	var tail lastLines
-	go func() {
-		r := bufio.NewReaderSize(stderr, 64<<10)
+	p, addr, err := startProcess(ctx, cmd, cmd.StderrPipe, func(r *bufio.Reader) string {
 		for {
 			line, err := r.ReadBytes('\n')
 			if err != nil {
-				break
+				return ""
 			}
 			var l struct {
 				Msg  string `json:"msg"`
 				GRPC string `json:"grpc"`
 			}
 			if json.Unmarshal(line, &l) == nil && l.Msg == "fetchd: serving" {
-				addrc <- l.GRPC
-				io.Copy(io.Discard, r) // the call log, one line per Fetch
-				break
+				return l.GRPC // the call log follows, one line per Fetch
 			}
 			tail.add(string(line))
 		}
-		p.done <- cmd.Wait()
-		close(p.done)
-	}()
-	addr, err := awaitStart(ctx, addrc, p, 30*time.Second)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fetchd: %w\n%s", err, tail.String())
 	}
 	return grpcGateway(gwFetchd, p, addr, s.upstream.URL)
 }
 
-// startForwarder runs `benchcompare forwarder` and reads its address from
-// its stdout.
-func (s *setup) startForwarder(ctx context.Context) (*gateway, error) {
-	cmd := newCommand(s.self[0], append(append([]string(nil), s.self[1:]...), "forwarder", "-listen", "127.0.0.1:0")...)
+// startProcess starts cmd without OTEL_* variables and waits up to 30s for
+// the address that addr reads from the output pipe opens ("" when the
+// output ended without one). The rest of the output is read and dropped
+// until the process exits.
+func startProcess(ctx context.Context, cmd *exec.Cmd, pipe func() (io.ReadCloser, error), addr func(*bufio.Reader) string) (*process, string, error) {
 	cmd.Env = withoutOTEL(os.Environ())
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
+	out, err := pipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	p := &process{cmd: cmd, done: make(chan error, 1)}
 	addrc := make(chan string, 1)
 	go func() {
-		r := bufio.NewReader(stdout)
-		if line, err := r.ReadString('\n'); err == nil {
-			addrc <- strings.TrimSpace(line)
+		r := bufio.NewReaderSize(out, 64<<10)
+		if a := addr(r); a != "" {
+			addrc <- a
 		}
 		io.Copy(io.Discard, r)
 		p.done <- cmd.Wait()
 		close(p.done)
 	}()
-	addr, err := awaitStart(ctx, addrc, p, 30*time.Second)
+	a, err := awaitStart(ctx, addrc, p, 30*time.Second)
+	return p, a, err
+}
+
+// startForwarder runs `benchcompare forwarder` and reads its address from
+// its stdout.
+func (s *setup) startForwarder(ctx context.Context) (*gateway, error) {
+	cmd := newCommand(s.self[0], append(append([]string(nil), s.self[1:]...), "forwarder", "-listen", "127.0.0.1:0")...)
+	cmd.Stderr = os.Stderr
+	p, addr, err := startProcess(ctx, cmd, cmd.StdoutPipe, func(r *bufio.Reader) string {
+		line, _ := r.ReadString('\n')
+		return strings.TrimSpace(line)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: %w", err)
 	}
