@@ -109,6 +109,31 @@ func fetchKeyed(client fetchdv1.FetchServiceClient, req *fetchdv1.FetchRequest) 
 	return callResult{resp, err}
 }
 
+// fetchAll sends the request of every key once, 8 at a time, and returns
+// each key's result.
+func fetchAll(client fetchdv1.FetchServiceClient, reqs map[string]*fetchdv1.FetchRequest) map[string]callResult {
+	out := map[string]callResult{}
+	var mu sync.Mutex
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for key := range work {
+				r := fetchKeyed(client, reqs[key])
+				mu.Lock()
+				out[key] = r
+				mu.Unlock()
+			}
+		})
+	}
+	for key := range reqs {
+		work <- key
+	}
+	close(work)
+	wg.Wait()
+	return out
+}
+
 // nothingSent reports a refusal that says nothing was sent upstream: no
 // attempt in its FetchFailure, if it has one.
 func nothingSent(err error) bool {
@@ -199,25 +224,11 @@ idempotency: {in_flight_wait: 200ms}
 	wg.Wait()
 
 	// Every key is sent once more now that Redis is back.
-	final := map[string]callResult{}
-	var fmu sync.Mutex
-	work := make(chan string)
-	var fwg sync.WaitGroup
-	for range 8 {
-		fwg.Go(func() {
-			for key := range work {
-				r := fetchKeyed(client, keys[key].req)
-				fmu.Lock()
-				final[key] = r
-				fmu.Unlock()
-			}
-		})
+	reqs := make(map[string]*fetchdv1.FetchRequest, len(keys))
+	for key, k := range keys {
+		reqs[key] = k.req
 	}
-	for key := range keys {
-		work <- key
-	}
-	close(work)
-	fwg.Wait()
+	final := fetchAll(client, reqs)
 
 	rc := redis.NewClient(&redis.Options{Addr: rs.addr})
 	defer rc.Close()
@@ -476,25 +487,7 @@ func TestKill9MidLoadFileStore(t *testing.T) {
 	}
 	q := startProcess(t, args...)
 	qc := q.client(t)
-	again := map[string]callResult{}
-	var amu sync.Mutex
-	work := make(chan string)
-	var rwg sync.WaitGroup
-	for range 8 {
-		rwg.Go(func() {
-			for key := range work {
-				r := fetchKeyed(qc, reqs[key])
-				amu.Lock()
-				again[key] = r
-				amu.Unlock()
-			}
-		})
-	}
-	for key := range reqs {
-		work <- key
-	}
-	close(work)
-	rwg.Wait()
+	again := fetchAll(qc, reqs)
 
 	for key, first := range completed {
 		r := again[key]
