@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
-	"github.com/fetchd/fetchd/internal/nettest"
+	"github.com/fetchd/fetchd/internal/redistest"
 )
 
 // Fault runs: the real binary under keyed load while its Redis is killed and
@@ -149,7 +144,7 @@ func nothingSent(err error) bool {
 // held; and keyed calls succeed again once Redis is back.
 func TestRedisRestartMidKeyedTraffic(t *testing.T) {
 	t.Parallel()
-	rs := startPersistentRedis(t)
+	rs := redistest.Start(t, redistest.Persistent...)
 	up := newKeyedUpstream(t)
 	up.delay = func(*http.Request) time.Duration { return time.Duration(rand.IntN(5)) * time.Millisecond }
 	policyFile := writePolicy(t, `
@@ -157,7 +152,7 @@ version: 1
 anonymous: {allow: loopback}
 idempotency: {in_flight_wait: 200ms}
 `)
-	p := startProcess(t, "--store", "redis://"+rs.addr+"/0", "--allow-cidr", "127.0.0.0/8", "--config", policyFile, "--reload-interval", "0")
+	p := startProcess(t, "--store", "redis://"+rs.Addr+"/0", "--allow-cidr", "127.0.0.0/8", "--config", policyFile, "--reload-interval", "0")
 	logs := countLogs(t, p)
 	client := p.client(t)
 
@@ -205,7 +200,7 @@ idempotency: {in_flight_wait: 200ms}
 	held, open := up.hold(3)
 	heldKeys := waitHeld(t, held, 3)
 	phase.Store(1)
-	rs.kill()
+	rs.Kill()
 	open()
 	prog.waitUntil(t, 20*time.Second, "the held writes' answers and 20 refusals with Redis down", func() bool {
 		mu.Lock()
@@ -217,7 +212,7 @@ idempotency: {in_flight_wait: 200ms}
 		}
 		return prog.get("unavailable in phase 1") >= 20
 	})
-	rs.start(t)
+	rs.Restart(t)
 	phase.Store(2)
 	prog.waitUntil(t, 20*time.Second, "40 keyed writes after Redis came back", func() bool { return prog.get("fresh in phase 2") >= 40 })
 	stopped.Store(true)
@@ -230,7 +225,7 @@ idempotency: {in_flight_wait: 200ms}
 	}
 	final := fetchAll(client, reqs)
 
-	rc := redis.NewClient(&redis.Options{Addr: rs.addr})
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer rc.Close()
 	// inFlight reads the key's record the way the Redis store lays it out
 	// (see idempotency.Redis): "0" in its done field is a claim whose
@@ -306,111 +301,6 @@ idempotency: {in_flight_wait: 200ms}
 	t.Logf("%d keys, %d at the upstream; calls by outcome: %v", len(keys), up.keys(), tally)
 	t.Logf("writes answered while Redis was being killed: %s", strings.Join(heldOutcomes, "; "))
 	t.Logf("fetchd logged %q %d times", "fetch: idempotency store update failed", logs.count("fetch: idempotency store update failed"))
-}
-
-// redisServer is a redis-server with append-only persistence (fsync on every
-// write) in a directory of its own, which a test kills and starts again on
-// the same port and directory.
-type redisServer struct {
-	bin, addr, dir string
-	cmd            *exec.Cmd
-	exited         chan struct{} // closed once cmd has been waited for
-}
-
-// startPersistentRedis starts a redis-server on a free port of 127.0.0.1,
-// killed when t ends. It fails t when CI=true and redis-server is not
-// installed, and skips t otherwise.
-func startPersistentRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is required in CI: %v", err)
-		}
-		t.Skipf("redis-server not installed: %v", err)
-	}
-	dir := t.TempDir()
-	// The free port can be taken by someone else before redis-server binds
-	// it; try another then.
-	for attempt := 1; ; attempt++ {
-		r := &redisServer{bin: bin, addr: nettest.RefusedAddr(t), dir: dir}
-		err := r.run()
-		if err == nil {
-			t.Cleanup(r.kill)
-			return r
-		}
-		if attempt == 3 {
-			t.Fatalf("starting redis-server: %v", err)
-		}
-	}
-}
-
-// start starts the server again after kill, on the same port and directory.
-func (r *redisServer) start(t *testing.T) {
-	t.Helper()
-	if err := r.run(); err != nil {
-		t.Fatalf("restarting redis-server on %s: %v", r.addr, err)
-	}
-}
-
-// run starts redis-server and returns once it has loaded its data and
-// accepts connections (it logs "Ready to accept connections" then).
-func (r *redisServer) run() error {
-	host, port, err := net.SplitHostPort(r.addr)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(r.bin, "--port", port, "--bind", host, "--dir", r.dir,
-		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction")
-	cmd.Dir = r.dir
-	out, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	err = cmd.Start()
-	w.Close() // the server holds its own copy; out reads EOF when it exits
-	if err != nil {
-		out.Close()
-		return err
-	}
-	r.cmd, r.exited = cmd, make(chan struct{})
-	ready := make(chan error, 1)
-	go func() {
-		defer close(r.exited)
-		sc := bufio.NewScanner(out)
-		var last string
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
-				ready <- nil
-				io.Copy(io.Discard, out)
-				break
-			}
-			last = sc.Text()
-		}
-		out.Close()
-		werr := cmd.Wait()
-		ready <- fmt.Errorf("redis-server exited before it was ready (%v): %s", werr, last)
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(10 * time.Second):
-		err = errors.New("redis-server not ready after 10s")
-	}
-	if err != nil {
-		r.kill()
-	}
-	return err
-}
-
-// kill ends the server with SIGKILL and waits for it to exit.
-func (r *redisServer) kill() {
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.exited
-	r.cmd = nil
 }
 
 // TestKill9MidLoadFileStore: fetchd is killed with SIGKILL under keyed load
@@ -674,9 +564,9 @@ targets:
 // unrecorded answer would be sent again; the key reaches the upstream once.
 func TestAnswerRecordedWhenStoreReturns(t *testing.T) {
 	t.Parallel()
-	rs := startPersistentRedis(t)
+	rs := redistest.Start(t, redistest.Persistent...)
 	up := newKeyedUpstream(t)
-	p := startProcess(t, "--store", "redis://"+rs.addr+"/0", "--allow-cidr", "127.0.0.0/8")
+	p := startProcess(t, "--store", "redis://"+rs.Addr+"/0", "--allow-cidr", "127.0.0.0/8")
 	logs := countLogs(t, p)
 	client := p.client(t)
 	req := writeRequest(up, "charge-1", "")
@@ -687,13 +577,13 @@ func TestAnswerRecordedWhenStoreReturns(t *testing.T) {
 	go func() { first <- fetchKeyed(client, req) }()
 	waitHeld(t, held, 1)
 	claimed := time.Now()
-	rs.kill()
+	rs.Kill()
 	open()
 	r := <-first
 	if r.err != nil || r.resp.GetStatus() != 201 || r.resp.GetReplayed() || !strings.HasPrefix(string(r.resp.GetBody()), "created charge-1 #") {
 		t.Fatalf("the write answered with Redis down: %v %v", r.resp, r.err)
 	}
-	rs.start(t)
+	rs.Restart(t)
 
 	// Send the key again until it is replayed; past the lease an unrecorded
 	// answer would be sent upstream again instead. Until the record lands

@@ -1,19 +1,14 @@
 package idempotency
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,8 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fetchd/fetchd/internal/fakeclock"
-
-	"github.com/fetchd/fetchd/internal/nettest"
+	"github.com/fetchd/fetchd/internal/redistest"
 )
 
 // newFakeClock starts millisecond-aligned, as are all the durations the
@@ -116,87 +110,17 @@ func deleteScope(t *testing.T, c *redis.Client, scope string) {
 	}
 }
 
-// privateRedis starts a redis-server of t's own, without persistence, on a free port of 127.0.0.1,
-// with args added to its command line, and returns a client for it and its address. The server is
-// killed when t ends. Tests that change server-wide state (the token counter, the configuration, ACL
-// users) use it instead of the shared Redis at REDIS_URL. It fails t when CI=true and redis-server is
-// not installed, and skips t otherwise.
+// privateRedis starts a redis-server of t's own, without persistence
+// (redistest.Start, with args), and returns a client for it and its
+// address. Tests that change server-wide state (the token counter, the
+// configuration, ACL users) use it instead of the shared Redis at
+// REDIS_URL.
 func privateRedis(t *testing.T, args ...string) (*redis.Client, string) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is required in CI: %v", err)
-		}
-		t.Skipf("redis-server not installed: %v", err)
-	}
-	// The free port can be taken by someone else before redis-server binds it; try another then.
-	for attempt := 1; ; attempt++ {
-		addr := nettest.RefusedAddr(t)
-		err := startRedisServer(t, bin, addr, args)
-		if err == nil {
-			c := redis.NewClient(&redis.Options{Addr: addr})
-			t.Cleanup(func() { _ = c.Close() })
-			return c, addr
-		}
-		if attempt == 3 {
-			t.Fatalf("starting redis-server: %v", err)
-		}
-	}
-}
-
-// startRedisServer runs redis-server on addr until t ends, and returns once it accepts connections.
-func startRedisServer(t *testing.T, bin, addr string, args []string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	dir := t.TempDir()
-	cmd := exec.Command(bin, append([]string{"--port", port, "--bind", host, "--dir", dir,
-		"--save", "", "--appendonly", "no"}, args...)...)
-	cmd.Dir = dir
-	out, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	err = cmd.Start()
-	_ = w.Close() // the server holds its own copy; out reads EOF when the server exits
-	if err != nil {
-		_ = out.Close()
-		return err
-	}
-	stop := func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = out.Close()
-	}
-	// The server logs this line once it listens, which spares the test polling it.
-	ready := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var last string
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
-				ready <- nil
-				_, _ = io.Copy(io.Discard, out)
-				return
-			}
-			last = sc.Text()
-		}
-		ready <- fmt.Errorf("redis-server exited before it was ready: %s", last)
-	}()
-	select {
-	case err = <-ready:
-	case <-time.After(10 * time.Second):
-		err = errors.New("redis-server not ready after 10s")
-	}
-	if err != nil {
-		stop()
-		return err
-	}
-	t.Cleanup(stop)
-	return nil
+	srv := redistest.Start(t, args...)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = c.Close() })
+	return c, srv.Addr
 }
 
 // newScope returns a scope no other test uses.
