@@ -19,8 +19,6 @@ import (
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -189,11 +187,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// rpc.server.call.duration also counts the calls that never reach
 		// the Fetch handler (refused by authentication, a message over
 		// the size limit, a panic), which fetchd.fetch.duration misses.
-		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(m.tel.TracerProvider()),
-			otelgrpc.WithMeterProvider(m.tel.MeterProvider()),
-			otelgrpc.WithPropagators(m.tel.Propagator()),
-			otelgrpc.WithFilter(filters.ServicePrefix("fetchd.")))),
+		grpc.StatsHandler(telemetry.NewGRPCServerHandler(
+			m.tel.TracerProvider(), m.tel.MeterProvider(), m.tel.Propagator(), "fetchd.")),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
 		// Fixed flow-control windows. With grpc-go's default dynamic
 		// windows the server probes the link's bandwidth-delay product
