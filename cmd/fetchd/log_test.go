@@ -18,16 +18,17 @@ import (
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
 )
 
-// startLogged runs fetchd with a JSON logger writing into logs.
-func startLogged(t *testing.T, logs *syncBuffer, edit func(*Main)) *grpc.ClientConn {
+// startLogged runs fetchd with a JSON logger writing into logs. The
+// caller closes it: a call's line is written after its answer has gone,
+// and is certain to be in logs only once Close has drained the calls.
+func startLogged(t *testing.T, logs *syncBuffer, edit func(*Main)) (*Main, *grpc.ClientConn) {
 	t.Helper()
-	_, conn := startWith(t, true, func(m *Main) {
+	return startWith(t, false, func(m *Main) {
 		m.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 		if edit != nil {
 			edit(m)
 		}
 	})
-	return conn
 }
 
 // logLines returns the JSON log lines whose msg is msg.
@@ -58,7 +59,7 @@ func TestOneLogLinePerFetch(t *testing.T) {
 	}))
 	defer up.Close()
 	var logs syncBuffer
-	conn := startLogged(t, &logs, nil)
+	m, conn := startLogged(t, &logs, nil)
 	_, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{
 		Url:    up.URL + "/path-secret?sig=url-signature-secret",
 		Method: "POST",
@@ -73,6 +74,9 @@ func TestOneLogLinePerFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
 	lines := logLines(t, &logs, "finished call")
@@ -113,7 +117,7 @@ func (panicky) Fetch(context.Context, *fetchdv1.FetchRequest) (*fetchdv1.FetchRe
 func TestPanicIsInternalWithoutStack(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
-	conn := startLogged(t, &logs, func(m *Main) {
+	m, conn := startLogged(t, &logs, func(m *Main) {
 		m.wrapService = func(fetchdv1.FetchServiceServer) fetchdv1.FetchServiceServer { return panicky{} }
 	})
 	_, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "https://example.com"})
@@ -121,13 +125,16 @@ func TestPanicIsInternalWithoutStack(t *testing.T) {
 	if st.Code() != codes.Internal || st.Message() != "internal error" {
 		t.Fatalf("panic answered %v %q, want INTERNAL \"internal error\"", st.Code(), st.Message())
 	}
+	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("after a panic: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if panics := logLines(t, &logs, "fetchd: panic in handler"); len(panics) != 1 || !strings.Contains(panics[0]["stack"].(string), "panicky") {
 		t.Fatalf("panic log lines = %v", panics)
 	}
 	if calls := logLines(t, &logs, "finished call"); len(calls) != 1 || calls[0]["grpc.code"] != "Internal" {
 		t.Fatalf("call log lines = %v", calls)
-	}
-	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
-		t.Fatalf("after a panic: %v", err)
 	}
 }

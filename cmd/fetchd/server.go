@@ -177,7 +177,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if callLogger == nil {
 		callLogger = m.Logger
 	}
-	callLog := calllog.UnaryServerInterceptor(callLogger, fetchdMethod)
 	opts := []grpc.ServerOption{
 		// First: each Fetch's goroutine gets the stack it will need while
 		// it is still shallow (stack.go).
@@ -189,6 +188,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// the size limit, a panic), which fetchd.fetch.duration misses.
 		grpc.StatsHandler(telemetry.NewGRPCServerHandler(
 			m.tel.TracerProvider(), m.tel.MeterProvider(), m.tel.Propagator(), "fetchd.")),
+		// The call log: one line per call, written once the answer is on
+		// its way, for every call including those refused before any
+		// interceptor.
+		grpc.StatsHandler(calllog.StatsHandler(callLogger, fetchdMethod)),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
 		// Fixed flow-control windows. With grpc-go's default dynamic
 		// windows the server probes the link's bandwidth-delay product
@@ -202,7 +205,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// default, and a connection can hold no more unread than before.
 		grpc.StaticStreamWindowSize(flowWindow),
 		grpc.StaticConnWindowSize(flowWindow),
-		grpc.ChainUnaryInterceptor(callLog, recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
 	}
 	if creds != nil {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -39,6 +40,9 @@ const inline = 10
 type Record struct {
 	attrs []slog.Attr
 	buf   [inline]slog.Attr
+	// method is the call's full method and methodType its kind, for
+	// StatsHandler's line.
+	method, methodType string
 }
 
 type recordKey struct{}
@@ -97,16 +101,72 @@ func UnaryServerInterceptor(logger *slog.Logger, log func(fullMethod string) boo
 		resp, err := handler(context.WithValue(ctx, recordKey{}, rec), req)
 		took := time.Since(start)
 
-		write(ctx, logger, direct, info.FullMethod, rec, err, took)
+		write(ctx, logger, direct, info.FullMethod, "unary", rec, err, took)
 		return resp, err
 	}
 }
+
+// StatsHandler returns a gRPC stats handler that logs each call whose
+// full method log selects, on logger, with the line UnaryServerInterceptor
+// writes, except that grpc.time_ms is the whole call as gRPC sees it
+// (from its headers to its status, reading the request and sending the
+// answer included), and grpc.method_type is "client_stream",
+// "server_stream" or "bidi_stream" for a streaming method.
+//
+// Two things set it apart from the interceptor. The line is written after
+// the answer has been handed to the transport (the stats End event), so it
+// is off the path of every answer. And it sees every call, including those
+// refused before any interceptor runs: a message over the size limit, a
+// method that does not exist on a selected service.
+func StatsHandler(logger *slog.Logger, log func(fullMethod string) bool) stats.Handler {
+	direct, _ := logger.Handler().(*JSONHandler)
+	return &statsHandler{logger: logger, direct: direct, log: log}
+}
+
+type statsHandler struct {
+	logger *slog.Logger
+	direct *JSONHandler
+	log    func(string) bool
+}
+
+func (h *statsHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if !h.log(info.FullMethodName) {
+		return ctx
+	}
+	return context.WithValue(ctx, recordKey{}, &Record{method: info.FullMethodName, methodType: "unary"})
+}
+
+func (h *statsHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
+	switch rs := rs.(type) {
+	case *stats.Begin:
+		if rec := FromContext(ctx); rec != nil {
+			switch {
+			case rs.IsClientStream && rs.IsServerStream:
+				rec.methodType = "bidi_stream"
+			case rs.IsClientStream:
+				rec.methodType = "client_stream"
+			case rs.IsServerStream:
+				rec.methodType = "server_stream"
+			}
+		}
+	case *stats.End:
+		if rec := FromContext(ctx); rec != nil {
+			write(ctx, h.logger, h.direct, rec.method, rec.methodType, rec, rs.Error, rs.EndTime.Sub(rs.BeginTime))
+		}
+	}
+}
+
+func (h *statsHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (h *statsHandler) HandleConn(context.Context, stats.ConnStats) {}
 
 // write writes one call's line. It is a function of its own so that its
 // attribute array is on the stack only while the line is written, not
 // under the whole handler (a deeper stack is copied as it grows). direct,
 // when not nil, is logger's handler.
-func write(ctx context.Context, logger *slog.Logger, direct *JSONHandler, fullMethod string, rec *Record, err error, took time.Duration) {
+func write(ctx context.Context, logger *slog.Logger, direct *JSONHandler, fullMethod, methodType string, rec *Record, err error, took time.Duration) {
 	code := status.Code(err)
 	level := Level(code)
 	if !logger.Enabled(ctx, level) {
@@ -119,7 +179,7 @@ func write(ctx context.Context, logger *slog.Logger, direct *JSONHandler, fullMe
 		slog.String("grpc.component", "server"),
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
-		slog.String("grpc.method_type", "unary"))
+		slog.String("grpc.method_type", methodType))
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
 	}
