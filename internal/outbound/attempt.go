@@ -34,15 +34,18 @@ type exchange struct {
 	reason string
 	start  time.Time
 
-	// ctx is the attempt's context, under the run's: it ends with the cause
-	// errAttemptTimeout (attemptTimer), errReadTimeout (watch) or
-	// errResendRefused (nextTry), whichever comes first. One context with
-	// timers of its own, rather than one context per bound, costs an
-	// attempt the fewest allocations.
-	ctx          context.Context
-	cancel       context.CancelCauseFunc // ends ctx with a cause
-	attemptTimer *time.Timer             // nil without an AttemptTimeout
-	watch        watchdog
+	// ctx is the attempt's context, under the caller's: it ends with the
+	// caller's context, or with the cause errAttemptTimeout or
+	// errTotalTimeout (the attempt's end), errReadTimeout (silence), all
+	// three set by alarm, or errResendRefused (nextTry), whichever comes
+	// first. The run's total deadline is one of the alarm's bounds rather
+	// than a context of the run's between the caller's and this one: one
+	// context and one timer per attempt, and no context of the run's
+	// whose children must be tracked, cost an attempt the fewest
+	// allocations.
+	ctx    context.Context
+	cancel context.CancelCauseFunc // ends ctx with a cause
+	alarm  alarm
 	// trace and connect are the request's trace hooks and connect timeout,
 	// kept in the exchange so that they cost no allocation of their own.
 	trace   httptrace.ClientTrace
@@ -66,24 +69,33 @@ type span struct{ start, end time.Time }
 
 // send runs the request once through net/http and returns when response
 // headers arrive or the attempt fails. number is the Attempt.Number of its
-// first send, nth the hop's count of sends with it.
-func (r *run) send(number, nth int, wait time.Duration, reason string) *exchange {
-	x := &exchange{r: r, number: number, nth: nth, wait: wait, reason: reason, start: r.c.now(), permit: r.permit}
+// first send, nth the hop's count of sends with it; start is the Client's
+// clock as the attempt starts.
+func (r *run) send(number, nth int, wait time.Duration, reason string, start time.Time) *exchange {
+	x := &exchange{r: r, number: number, nth: nth, wait: wait, reason: reason, start: start, permit: r.permit}
 	r.permit = permit{}
 	x.tryStart = x.start
 
-	// Each attempt gets min(AttemptTimeout, time left): the run's context
-	// ends this one too.
-	x.ctx, x.cancel = context.WithCancelCause(r.ctx)
-	if r.p.AttemptTimeout > 0 {
-		x.attemptTimer = time.AfterFunc(r.p.AttemptTimeout, func() { x.cancel(errAttemptTimeout) })
+	// Each attempt gets min(AttemptTimeout, time left): the caller's context
+	// ends this one too, and the alarm the run's total timeout.
+	x.ctx, x.cancel = context.WithCancelCause(r.caller)
+	x.alarm = alarm{cancel: x.cancel, read: r.p.ReadTimeout}
+	if r.p.AttemptTimeout > 0 || !r.total.IsZero() {
+		now := start // timers run on the wall clock: start is a reading of it, unless WithNow
+		if !r.c.wallClock {
+			now = time.Now()
+		}
+		end, total := r.attemptEnd(now)
+		x.alarm.until(now, end, total)
 	}
-	x.watch = watchdog{d: r.p.ReadTimeout, fire: func() { x.cancel(errReadTimeout) }}
 
 	ctx, header := x.ctx, r.header
 	if o := r.c.obs; o.tracer != nil || o.hosts != nil || o.propagator != nil {
 		ctx, header = x.startTelemetry(ctx)
 	}
+	// r.header is sent, or a copy because it could not be written: either
+	// way it is read-only from now on.
+	r.handed = true
 	connect := r.p.ConnectTimeout
 	if connect <= 0 {
 		connect = fallbackConnectTimeout
@@ -97,19 +109,30 @@ func (r *run) send(number, nth int, wait time.Duration, reason string) *exchange
 	// copy of the headers per request for redirects that never happen.
 	x.resp, x.err = r.target.transport.RoundTrip(r.request(ctx, header))
 	if x.err == nil {
-		x.watch.kick() // headers arrived: the silence before the body starts now
+		x.alarm.kick() // headers arrived: the silence before the body starts now
 	}
 	return x
+}
+
+// attemptEnd returns when an attempt that starts at now (the wall clock)
+// must be over: after its AttemptTimeout, or at the run's total deadline
+// (total true) when that comes first, or at the same time (the total
+// timeout then ends the run). Zero when neither bounds it.
+func (r *run) attemptEnd(now time.Time) (end time.Time, total bool) {
+	if r.p.AttemptTimeout > 0 {
+		end = now.Add(r.p.AttemptTimeout)
+	}
+	if !r.total.IsZero() && (end.IsZero() || !end.Before(r.total)) {
+		return r.total, true
+	}
+	return end, false
 }
 
 // release ends the attempt's contexts, its read timer and its count in
 // flight, once the attempt is over: its body read or discarded, or its
 // failure recorded.
 func (x *exchange) release() {
-	x.watch.stop()
-	if x.attemptTimer != nil {
-		x.attemptTimer.Stop()
-	}
+	x.alarm.stop()
 	x.cancel(nil)
 	x.endTelemetry()
 }
@@ -129,7 +152,7 @@ func (x *exchange) setTrace() {
 		},
 		GotConn: func(info httptrace.GotConnInfo) {
 			if x.nextTry(info.Conn) {
-				x.watch.pause() // a repeated send: the earlier silence no longer counts
+				x.alarm.pause() // a repeated send: the earlier silence no longer counts
 			}
 		},
 		WroteHeaders: func() {
@@ -140,7 +163,7 @@ func (x *exchange) setTrace() {
 			x.mu.Unlock()
 		},
 		WroteRequest: func(httptrace.WroteRequestInfo) {
-			x.watch.kick() // the read timeout runs from the request written
+			x.alarm.kick() // the read timeout runs from the request written
 		},
 	}
 }
@@ -206,15 +229,15 @@ func (x *exchange) refusal() string {
 }
 
 // records appends the attempt log entries of the exchange to the run's log:
-// one per repeated send, then the last try with its outcome. It returns
+// one per repeated send, then the last try with its outcome, which ended at
+// end (the Client's clock). It returns
 // them (a part of the log) and whether anything may have reached the
 // upstream. Nothing did when no try was handed a connection: GotConn comes
 // before any request byte is written, over HTTP/1 and HTTP/2 alike, so a
 // failed dial or handshake, or a wait for a connection cut short, sent
 // nothing.
-func (x *exchange) records(status int, class, detail string) (recs []Attempt, sent bool) {
+func (x *exchange) records(status int, class, detail string, end time.Time) (recs []Attempt, sent bool) {
 	r := x.r
-	end := r.c.now()
 	x.mu.Lock()
 	repeated, tryStart, onConn := x.repeated, x.tryStart, x.tryConn != nil
 	x.mu.Unlock()
@@ -236,7 +259,8 @@ func (x *exchange) records(status int, class, detail string) (recs []Attempt, se
 // consequence.
 func (x *exchange) failure() *attemptError {
 	r := x.r
-	if ae := r.contextFailure(); ae != nil {
+	cause := context.Cause(x.ctx)
+	if ae := r.contextFailure(cause == errTotalTimeout); ae != nil {
 		return ae
 	}
 	if x.refusal() != "" {
@@ -244,7 +268,7 @@ func (x *exchange) failure() *attemptError {
 		// connection closed or broke before any answer.
 		return &attemptError{class: ClassReset, detail: notResentDetail}
 	}
-	switch context.Cause(x.ctx) {
+	switch cause {
 	case errAttemptTimeout:
 		return &attemptError{class: ClassAttemptTimeout, detail: fmt.Sprintf("attempt took longer than %s", r.p.AttemptTimeout)}
 	case errReadTimeout:
@@ -323,7 +347,7 @@ func (x *exchange) readAll(body io.Reader, size, limit int64) ([]byte, error) {
 		n, err := body.Read(b[len(b):min(int64(cap(b)), limit+1)])
 		b = b[:len(b)+n]
 		if n > 0 {
-			x.watch.kick()
+			x.alarm.kick()
 		}
 		if err == io.EOF {
 			return b, nil
@@ -346,64 +370,144 @@ func bodiless(method string, status int) bool {
 // discard drains a little of a body that is not wanted, so that a short one
 // leaves its connection reusable, and closes it.
 func (x *exchange) discard() {
-	_, _ = io.CopyN(io.Discard, kickReader{x.resp.Body, &x.watch}, drainLimit)
+	_, _ = io.CopyN(io.Discard, kickReader{x.resp.Body, &x.alarm}, drainLimit)
 	_ = x.resp.Body.Close()
 }
 
-// kickReader resets the read watchdog whenever data arrives.
+// kickReader restarts the read watchdog whenever data arrives.
 type kickReader struct {
 	r     io.Reader
-	watch *watchdog
+	alarm *alarm
 }
 
 func (k kickReader) Read(p []byte) (int, error) {
 	n, err := k.r.Read(p)
 	if n > 0 {
-		k.watch.kick()
+		k.alarm.kick()
 	}
 	return n, err
 }
 
-// watchdog calls fire after d of silence: it is started (and restarted) by
-// kick, held by pause, and ended for good by stop. A zero d never fires. It
-// must not be copied once kicked.
-type watchdog struct {
-	d    time.Duration
-	fire func()
+// alarm ends an attempt's context, with the cause of the first of its
+// bounds to pass: the attempt's end (until: its AttemptTimeout, or the run's
+// total deadline), or read of silence (a watchdog: started and restarted by
+// kick, held by pause; zero or less never fires). One timer serves every
+// bound: it is set for the earliest, a kick only moves the silence's end
+// (and sets the timer when the silence now ends first), and a timer that
+// fires before anything is due is set again for what is left. stop ends it
+// for good. Times are the wall clock's (time.Now), which the timers run on,
+// never the Client's. It must not be copied once set.
+type alarm struct {
+	cancel context.CancelCauseFunc
+	read   time.Duration // the longest silence; zero or less: no watchdog
+	end    time.Time     // when the attempt must be over; zero: never
+	total  bool          // end is the run's total deadline (errTotalTimeout), not the attempt's own (errAttemptTimeout)
 
 	mu      sync.Mutex
-	t       *time.Timer
 	stopped bool
+	t       *time.Timer
+	at      time.Time // when t fires; zero while it is not set
+	quiet   time.Time // when the silence gets too long; zero while the watchdog is not running
 }
 
-func (w *watchdog) kick() {
-	if w.d <= 0 {
+// until makes end a bound of the alarm (see attemptEnd for total), now
+// being the wall clock. An end already passed ends the attempt at once,
+// before anything is sent.
+func (a *alarm) until(now, end time.Time, total bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.end, a.total = end, total
+	if !now.Before(end) {
+		a.stopped = true
+		a.cancel(a.endCause())
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	a.set(now, end)
+}
+
+// endCause is the cause the attempt ends with at a.end.
+func (a *alarm) endCause() error {
+	if a.total {
+		return errTotalTimeout
+	}
+	return errAttemptTimeout
+}
+
+// set makes the timer fire at at. a.mu is held.
+func (a *alarm) set(now, at time.Time) {
+	if a.t == nil {
+		a.t = time.AfterFunc(at.Sub(now), a.fire)
+	} else {
+		a.t.Reset(at.Sub(now))
+	}
+	a.at = at
+}
+
+// fire ends the attempt with the cause of the bound that passed, the
+// attempt's end before the silence when both did; or, woken before either
+// (the silence was broken since the timer was set, or the watchdog was
+// held), sets the timer for the earliest one left.
+func (a *alarm) fire() {
+	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	a.at = time.Time{}
+	var cause error
 	switch {
-	case w.stopped:
-	case w.t == nil:
-		w.t = time.AfterFunc(w.d, w.fire)
+	case !a.end.IsZero() && !now.Before(a.end):
+		cause = a.endCause()
+	case !a.quiet.IsZero() && !now.Before(a.quiet):
+		cause = errReadTimeout
 	default:
-		w.t.Reset(w.d)
+		next := a.end
+		if !a.quiet.IsZero() && (next.IsZero() || a.quiet.Before(next)) {
+			next = a.quiet
+		}
+		if !next.IsZero() {
+			a.set(now, next)
+		}
+		a.mu.Unlock()
+		return
+	}
+	a.stopped = true
+	a.mu.Unlock()
+	a.cancel(cause)
+}
+
+// kick starts the watchdog, or restarts it: the silence counts from now.
+func (a *alarm) kick() {
+	if a.read <= 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	now := time.Now()
+	a.quiet = now.Add(a.read)
+	if a.at.IsZero() || a.quiet.Before(a.at) {
+		a.set(now, a.quiet)
 	}
 }
 
-func (w *watchdog) pause() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.t != nil {
-		w.t.Stop()
-	}
+// pause holds the watchdog until the next kick. The timer is left as it
+// is: should it fire first, nothing is due.
+func (a *alarm) pause() {
+	a.mu.Lock()
+	a.quiet = time.Time{}
+	a.mu.Unlock()
 }
 
-func (w *watchdog) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.stopped = true
-	if w.t != nil {
-		w.t.Stop()
+// stop ends the alarm for good: it never fires again.
+func (a *alarm) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	if a.t != nil {
+		a.t.Stop()
 	}
 }

@@ -28,6 +28,7 @@ type Client struct {
 	guard atomic.Pointer[guarded] // the guard in force; replaced by SetGuard
 
 	now             func() time.Time
+	wallClock       bool // now is time.Now: its readings serve the timers too
 	sleep           func(ctx context.Context, d time.Duration) error
 	jitter          func(limit time.Duration) time.Duration
 	maxTargets      int
@@ -41,16 +42,16 @@ type Client struct {
 	propagatorSet  bool // WithPropagator was given: nil then means none
 	redactParams   []string
 
-	pool  *pool        // transports
-	prots *protections // the targets' budgets, breakers and holds
-	obs   *observer    // spans, trace context and metrics
+	pool     *pool        // transports
+	prots    *protections // the targets' budgets, breakers and holds
+	obs      *observer    // spans, trace context and metrics
+	literals *literals    // IP literal hosts the guards allowed
 }
 
 // New returns a Client whose every connection is checked and dialled by
 // guard. A nil guard means egress.New(): only global unicast addresses.
 func New(guard *egress.Guard, opts ...Option) *Client {
 	c := &Client{
-		now:             time.Now,
 		sleep:           sleepTimer,
 		jitter:          fullJitter,
 		maxTargets:      defaultMaxTargets,
@@ -65,6 +66,7 @@ func New(guard *egress.Guard, opts ...Option) *Client {
 	c.pool = newPool(c.maxTargets, c.newTransport)
 	c.prots = newProtections(c.maxProtected, c.now)
 	c.obs = newObserver(c)
+	c.literals = newLiterals()
 	return c
 }
 
@@ -107,7 +109,7 @@ func newGuarded(g *egress.Guard) *guarded {
 // validate replaces unusable settings with the defaults.
 func (c *Client) validate() {
 	if c.now == nil {
-		c.now = time.Now
+		c.now, c.wallClock = time.Now, true
 	}
 	if c.sleep == nil {
 		c.sleep = sleepTimer
@@ -172,13 +174,10 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if r.method == "" {
 		r.method = http.MethodGet
 	}
-	var cancel context.CancelFunc
 	if r.p.TotalTimeout > 0 {
-		r.ctx, cancel = context.WithTimeout(ctx, r.p.TotalTimeout)
-	} else {
-		r.ctx, cancel = context.WithCancel(ctx)
+		r.total = time.Now().Add(r.p.TotalTimeout) // as context.WithTimeout reckons it
 	}
-	defer cancel()
+	defer r.end()
 	r.header = requestHeader(req.Header)
 
 	resp, err := r.hop()
@@ -231,8 +230,9 @@ func (r *run) hop() (*Response, error) {
 
 // checkLiteral asks the run's guard (Request.Guard, else the Client's) about
 // a host that is an IP literal before anything is dialled, so that a refused
-// literal fails at once. Names are checked when dialled, by the guard's
-// dialer.
+// literal fails at once. A literal the guard allowed is remembered for it
+// (literals): the guard's answer cannot change. Names are checked when
+// dialled, by the guard's dialer.
 func (r *run) checkLiteral() *attemptError {
 	u := r.url
 	host := u.Hostname()
@@ -243,13 +243,18 @@ func (r *run) checkLiteral() *attemptError {
 	if g == nil {
 		g = r.c.guard.Load().Guard
 	}
-	if _, err := g.Resolve(r.ctx, host); err != nil {
+	if r.c.literals.allowed(g, host) {
+		return nil
+	}
+	// A literal needs no lookup: Resolve does not use the context.
+	if _, err := g.Resolve(r.caller, host); err != nil {
 		ae := &attemptError{class: ClassOther, detail: redact(err.Error(), u), cause: err}
 		if errors.Is(err, egress.ErrDenied) {
 			ae.class = ClassDenied
 		}
 		return ae
 	}
+	r.c.literals.allow(g, host)
 	return nil
 }
 
@@ -259,13 +264,27 @@ type run struct {
 	req    *Request
 	p      Policy
 	caller context.Context // the caller's context
-	ctx    context.Context // the caller's context bounded by TotalTimeout
+	// total is the run's deadline by TotalTimeout (the wall clock); zero
+	// without one. The caller's context and total bound the run: every
+	// attempt ends at total (its alarm), and every wait (waitContext).
+	total      time.Time
+	waitCtx    context.Context // the caller's context bounded by total; built for the first wait
+	waitCancel context.CancelFunc
 
 	// What the current hop sends: req's own at first; a redirect may change
 	// each of them (follow).
 	method string
 	url    *url.URL
-	header http.Header // owned by the run; replaced, never modified, by follow
+	// header is owned by the run; replaced, never modified, by follow, once
+	// handed to net/http. Until then (handed false), the first exchange
+	// that writes its trace context into the headers writes it into header
+	// itself (traceHeader).
+	header http.Header
+	handed bool // header was handed to net/http (or copied for it): it is read-only
+	// traced says header carries trace context fields written by an
+	// exchange, not the caller's: the run's own headers are header without
+	// the propagator's fields.
+	traced bool
 	body   []byte
 
 	// The current hop's target and its protection.
@@ -292,12 +311,12 @@ type run struct {
 // attempts are spent, the next wait would outlive the deadline, or the
 // target's breaker or budget refuses the next attempt.
 func (r *run) loop() (*Response, error) {
-	wait, reason, ex := r.first()
+	wait, reason, start, ex := r.first()
 	if ex != nil {
 		return nil, ex
 	}
 	for next := 1; ; {
-		x := r.send(len(r.log)+1, next, wait, reason)
+		x := r.send(len(r.log)+1, next, wait, reason, start)
 		n := x.last() // the hop's sends so far: net/http's re-sends count
 		next = n + 1
 		var stop string // why a retryable answer is not retried
@@ -314,10 +333,10 @@ func (r *run) loop() (*Response, error) {
 					r.record(x, status, "", "")
 					x.release()
 					r.retried(why)
-					if err := r.c.sleep(r.ctx, w); err != nil {
+					if err := r.c.sleep(r.waitContext(), w); err != nil {
 						return nil, r.interrupted(err)
 					}
-					wait, reason = w, why
+					wait, reason, start = w, why, r.c.now()
 					continue
 				}
 			case retryable(r.method, true, status, "", r.p.RetryOn, false):
@@ -346,7 +365,9 @@ func (r *run) loop() (*Response, error) {
 				r.record(x, status, "", detail)
 				x.release()
 				r.stopped(stop)
-				return &Response{Status: status, Header: responseHeader(x.resp.Header), Body: body, Attempts: r.log, Stopped: stop}, nil
+				// The response is the caller's from here: its header is
+				// not copied (ownResponseHeader).
+				return &Response{Status: status, Header: ownResponseHeader(x.resp.Header), Body: body, Attempts: r.log, Stopped: stop}, nil
 			}
 			if errors.Is(err, ErrBodyTooLarge) {
 				r.record(x, status, ClassBodyTooLarge, fmt.Sprintf("response body over %d bytes", r.p.MaxResponseBytes))
@@ -381,10 +402,10 @@ func (r *run) loop() (*Response, error) {
 			var why string
 			if w, why, stop = r.retry(n, status, header, 0); stop == "" {
 				r.retried(why)
-				if err := r.c.sleep(r.ctx, w); err != nil {
+				if err := r.c.sleep(r.waitContext(), w); err != nil {
 					return nil, r.interrupted(err)
 				}
-				wait, reason = w, why
+				wait, reason, start = w, why, r.c.now()
 				continue
 			}
 		case retryable(r.method, true, status, ae.class, r.p.RetryOn, !sent):
@@ -398,12 +419,13 @@ func (r *run) loop() (*Response, error) {
 // first admits the first attempt: the target's breaker must let it
 // through, and a shared hold on the target is waited out if it ends in time,
 // with at least min(AttemptTimeout, ConnectTimeout) left after it. It
-// returns the wait before the first attempt and its reason, or why the
-// attempt was refused. The request is counted in the budget once admitted.
-func (r *run) first() (time.Duration, string, *ExhaustedError) {
+// returns the wait before the first attempt and its reason, and the
+// Client's clock when the attempt may start; or why the attempt was
+// refused. The request is counted in the budget once admitted.
+func (r *run) first() (time.Duration, string, time.Time, *ExhaustedError) {
 	now := r.c.now()
 	if why, ok := r.admit(now); !ok {
-		return 0, "", r.refused(ClassBreakerOpen, why, StopBreaker)
+		return 0, "", now, r.refused(ClassBreakerOpen, why, StopBreaker)
 	}
 	var (
 		wait   time.Duration
@@ -416,17 +438,18 @@ func (r *run) first() (time.Duration, string, *ExhaustedError) {
 		}
 		if !r.fits(h, floor) {
 			r.permit.cancel()
-			return 0, "", r.refused(ClassTargetHold, r.holdDetail(h, floor), StopDeadline)
+			return 0, "", now, r.refused(ClassTargetHold, r.holdDetail(h, floor), StopDeadline)
 		}
-		if err := r.c.sleep(r.ctx, h); err != nil {
-			return 0, "", r.interrupted(err)
+		if err := r.c.sleep(r.waitContext(), h); err != nil {
+			return 0, "", now, r.interrupted(err)
 		}
 		wait, reason = h, ReasonTargetHold
+		now = r.c.now()
 	}
 	if r.budget != nil {
-		r.budget.request(r.c.now())
+		r.budget.request(now)
 	}
-	return wait, reason, nil
+	return wait, reason, now, nil
 }
 
 // retry decides whether attempt n, whose outcome is retryable, is retried.
@@ -507,9 +530,10 @@ func (r *run) held(now time.Time) time.Duration {
 }
 
 // share extends the target's hold by the Retry-After of x's answer, when the
-// policy shares it.
+// policy shares it. Only a 429 or a 503 can hold the target: the clock is
+// not read for anything else.
 func (r *run) share(x *exchange) {
-	if !r.p.ShareRetryAfter {
+	if !r.p.ShareRetryAfter || !holding(x.resp.StatusCode) {
 		return
 	}
 	now := r.c.now()
@@ -518,7 +542,7 @@ func (r *run) share(x *exchange) {
 
 // holdDetail explains a hold of h that does not end in time.
 func (r *run) holdDetail(h, floor time.Duration) string {
-	deadline, _ := r.ctx.Deadline()
+	deadline, _ := r.deadline()
 	left := max(deadline.Sub(r.c.now()), 0)
 	msg := fmt.Sprintf("%s asked callers to wait %s more (Retry-After); ", r.target.key, human(h))
 	if h >= left {
@@ -539,9 +563,10 @@ func (r *run) refused(class, detail, stop string) *ExhaustedError {
 // breaker how the attempt went (unless it was told already), and reports
 // whether the exchange may have reached the upstream.
 func (r *run) record(x *exchange, status int, class, detail string) bool {
-	x.permit.settle(verdict(status, class, r.p.ShortenedTimeouts), r.c.now())
-	recs, sent := x.records(status, class, detail)
-	x.observe(recs)
+	now := r.c.now() // the attempt's end, for all three
+	x.permit.settle(verdict(status, class, r.p.ShortenedTimeouts), now)
+	recs, sent := x.records(status, class, detail, now)
+	x.observe(recs, now)
 	r.sent = r.sent || sent
 	return sent
 }
@@ -560,7 +585,7 @@ func (r *run) appendLog(as ...Attempt) {
 // fits reports whether a wait of w ends before the deadline with at least
 // floor still left after it.
 func (r *run) fits(w, floor time.Duration) bool {
-	deadline, ok := r.ctx.Deadline()
+	deadline, ok := r.deadline()
 	if !ok {
 		return true
 	}
@@ -590,7 +615,7 @@ func (r *run) exhausted(ae *attemptError, stop string) *ExhaustedError {
 
 // interrupted reports a wait that ended early.
 func (r *run) interrupted(err error) *ExhaustedError {
-	ae := r.contextFailure()
+	ae := r.contextFailure(r.waitCtx != nil && r.waitCtx.Err() != nil)
 	if ae == nil {
 		ae = &attemptError{class: ClassOther, detail: "backoff wait failed: " + err.Error(), cause: err}
 	}
@@ -598,24 +623,56 @@ func (r *run) interrupted(err error) *ExhaustedError {
 }
 
 // contextFailure reports the caller's cancel or deadline, or the total
-// timeout, if one of them has ended the run.
-func (r *run) contextFailure() *attemptError {
+// timeout, if one of them has ended the run. expired says the total
+// timeout was seen to run out: by the attempt's alarm (its cause
+// errTotalTimeout) or by the wait's context.
+func (r *run) contextFailure(expired bool) *attemptError {
 	if err := r.caller.Err(); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return &attemptError{class: ClassCanceled, detail: "the caller cancelled the request", cause: err}
 		}
 		return &attemptError{class: ClassDeadline, detail: "the caller's deadline passed", cause: err}
 	}
-	if err := r.ctx.Err(); err != nil {
-		return &attemptError{class: ClassDeadline, detail: fmt.Sprintf("total timeout of %s ran out", r.p.TotalTimeout), cause: err}
+	if expired {
+		return &attemptError{class: ClassDeadline, detail: fmt.Sprintf("total timeout of %s ran out", r.p.TotalTimeout), cause: context.DeadlineExceeded}
 	}
 	return nil
 }
 
+// deadline returns the run's deadline: the caller's, or total when that
+// comes first, as context.WithDeadline would have it.
+func (r *run) deadline() (time.Time, bool) {
+	d, ok := r.caller.Deadline()
+	if r.total.IsZero() || ok && d.Before(r.total) {
+		return d, ok
+	}
+	return r.total, true
+}
+
+// waitContext returns the context a wait is spent under: the caller's,
+// bounded by the total timeout. It is built for the run's first wait, and
+// ended when the run is (end).
+func (r *run) waitContext() context.Context {
+	if r.total.IsZero() {
+		return r.caller
+	}
+	if r.waitCtx == nil {
+		r.waitCtx, r.waitCancel = context.WithDeadline(r.caller, r.total)
+	}
+	return r.waitCtx
+}
+
+// end releases what the run holds once Do returns: the wait's context.
+func (r *run) end() {
+	if r.waitCancel != nil {
+		r.waitCancel()
+	}
+}
+
 // request builds the http.Request of one attempt, with header (the run's
-// own, or a copy carrying the attempt's trace context). The body is rebuilt
-// from the bytes every time (and GetBody lets net/http rebuild it too), so
-// every send carries it intact. The URL is shared, not copied: a
+// own, or one carrying the attempt's trace context: traceHeader). The body
+// is rebuilt from the bytes every time (and GetBody lets net/http rebuild
+// it too), so every send carries it intact. The URL is shared, not copied: a
 // RoundTripper must not modify the request (http.RoundTripper), and every
 // run's transport is an *http.Transport.
 func (r *run) request(ctx context.Context, header http.Header) *http.Request {

@@ -167,10 +167,12 @@
 //     without a tracer, the Do context's own, if valid) is written into a
 //     copy of the request headers by the propagator (default W3C
 //     traceparent/tracestate), replacing the caller's headers of the same
-//     names; without a valid span context, or with WithPropagator(nil), the
-//     run's headers are sent as they are, uncopied. Nothing that was never
-//     sent gets a CLIENT span: a first attempt refused by the breaker or
-//     the hold adds the event fetchd.attempt.refused
+//     names: the run's own copy for the first exchange that writes one, a
+//     copy of that for every later one, so that no headers are written once
+//     handed to net/http; without a valid span context, or with
+//     WithPropagator(nil), the run's headers are sent as they are. Nothing
+//     that was never sent gets a CLIENT span: a first attempt refused by
+//     the breaker or the hold adds the event fetchd.attempt.refused
 //     (fetchd.attempt.refused.reason breaker_open or target_hold) to the
 //     Do context's span, and an IP literal the guard refuses adds
 //     fetchd.egress.denied (fetchd.egress.denied.reason, one of the

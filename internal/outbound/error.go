@@ -24,6 +24,10 @@ var (
 	// tell which of its own timers or refusals ended an attempt.
 	errAttemptTimeout = errors.New("outbound: attempt timeout")
 	errReadTimeout    = errors.New("outbound: read timeout")
+	// errTotalTimeout ends an attempt at the run's total deadline (the
+	// Policy's TotalTimeout); it is reported as the context's
+	// DeadlineExceeded, like the caller's deadline.
+	errTotalTimeout = errors.New("outbound: total timeout")
 	// errResendRefused ends an exchange whose transport re-send the run did
 	// not grant; a connection handed to it returns it on a write.
 	errResendRefused = errors.New("outbound: transport re-send refused")

@@ -109,3 +109,70 @@ func TestHeaderValuesDoNotOverlap(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnResponseHeader: the header of a response net/http returned loses
+// its hop-by-hop names in place, as responseHeader's copy would; a header
+// with a name that is not canonical is copied by responseHeader instead.
+func TestOwnResponseHeader(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		in      http.Header
+		want    http.Header
+		inPlace bool
+	}{
+		{
+			name: "hop-by-hop and listed names dropped",
+			in: http.Header{
+				"Connection":        {"X-Hop, keep-alive", "x-other"},
+				"X-Hop":             {"1"},
+				"X-Other":           {"2"},
+				"Keep-Alive":        {"timeout=5"},
+				"Transfer-Encoding": {"chunked"},
+				"Upgrade":           {"h2c"},
+				"Content-Length":    {"10"},
+				"Content-Type":      {"text/plain"},
+				"Set-Cookie":        {"a=1", "b=2"},
+			},
+			want:    http.Header{"Content-Length": {"10"}, "Content-Type": {"text/plain"}, "Set-Cookie": {"a=1", "b=2"}},
+			inPlace: true,
+		},
+		{
+			name:    "nothing to drop",
+			in:      http.Header{"Content-Type": {"text/plain"}, "X-A": {"1"}},
+			want:    http.Header{"Content-Type": {"text/plain"}, "X-A": {"1"}},
+			inPlace: true,
+		},
+		{
+			name: "a non-canonical name: copied",
+			in: http.Header{
+				"Connection": {"X-Hop"},
+				"X-Hop":      {"1"},
+				"connection": {"x-lower"},
+				"X-Lower":    {"2"},
+				"x-a":        {"1"},
+				"Keep-Alive": {"timeout=5"},
+			},
+			want: http.Header{"X-A": {"1"}},
+		},
+		{
+			name: "nil",
+			in:   nil,
+			want: http.Header{},
+		},
+	}
+	for _, tt := range tests {
+		if want := responseHeader(tt.in.Clone()); !reflect.DeepEqual(want, tt.want) {
+			t.Fatalf("%s: responseHeader = %v, want %v", tt.name, want, tt.want)
+		}
+		in := tt.in.Clone()
+		got := ownResponseHeader(in)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: ownResponseHeader = %v, want %v", tt.name, got, tt.want)
+		}
+		got["X-Probe"] = []string{"1"}
+		if _, same := in["X-Probe"]; same != tt.inPlace {
+			t.Errorf("%s: ownResponseHeader worked in place: %v, want %v", tt.name, same, tt.inPlace)
+		}
+	}
+}

@@ -39,12 +39,18 @@ func (h *hold) left(now time.Time) time.Duration {
 	return max(t.Sub(now), 0)
 }
 
+// holding reports a status whose Retry-After holds every caller of the
+// target: 429 and 503.
+func holding(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
+}
+
 // heldFor returns how long a response asks every caller of its target to
 // wait: its Retry-After on a 429 or 503, capped by maxWait; 0 for anything
 // else. Unlike the call's own wait, it ignores Policy.IgnoreRetryAfter,
 // which is the caller's ask and does not speak for the other callers.
 func heldFor(status int, h http.Header, now time.Time, maxWait time.Duration) time.Duration {
-	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
+	if !holding(status) {
 		return 0
 	}
 	d, ok := parseRetryAfter(h.Values("Retry-After"), now)

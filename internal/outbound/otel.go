@@ -223,9 +223,8 @@ func urlPort(scheme, port string) int {
 // startTelemetry starts the exchange's live span (the final send of the
 // exchange) under ctx, counts the attempt in flight, and writes the trace
 // context into the request headers. It returns the context to send with and
-// the headers to send: the run's own, or a copy carrying the trace context.
-// Without a tracer, the trace context written is the caller's (the span in
-// the Do context), if any.
+// the headers to send (traceHeader). Without a tracer, the trace context
+// written is the caller's (the span in the Do context), if any.
 func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.Header) {
 	r := x.r
 	o := r.c.obs
@@ -236,20 +235,85 @@ func (x *exchange) startTelemetry(ctx context.Context) (context.Context, http.He
 		ctx, r.tel.span = o.tracer.Start(ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithTimestamp(x.start), trace.WithAttributes(r.tel.spanAttrs...))
 	}
-	if o.propagator == nil || !trace.SpanContextFromContext(ctx).IsValid() {
-		return ctx, r.header
+	return ctx, r.traceHeader(ctx)
+}
+
+// traceHeader returns the headers of an exchange sent under ctx: the run's
+// own, with the trace context of ctx written in by the propagator in place
+// of the caller's headers of the propagator's fields; without a valid span
+// context (or a propagator), the run's own as they are.
+//
+// The trace context is written into a copy of r.header, as a rule: r.header
+// is shared by every exchange of the run, and net/http may still read an
+// earlier exchange's (its writer may still be sending it after RoundTrip
+// returned). The first exchange that writes one, though, writes it into
+// r.header itself while no one else has seen it (r.handed false), when
+// the caller sent none of the propagator's fields: the run's own headers
+// are then r.header without them (r.traced), which is what every later
+// exchange copies and writes its own into, or sends without a trace
+// context. No header map is modified once handed to net/http. The
+// propagator must write only the fields it names (Fields), as
+// propagation.TextMapPropagator requires.
+func (r *run) traceHeader(ctx context.Context) http.Header {
+	o := r.c.obs
+	inject := o.propagator != nil && trace.SpanContextFromContext(ctx).IsValid()
+	if !inject && !r.traced {
+		return r.header
 	}
-	// A copy: r.header is shared by every attempt, and an earlier one may
-	// still be read by net/http. The caller's own trace headers give way.
-	h := r.header.Clone()
-	if h == nil {
-		h = make(http.Header, 2)
+	h := r.header
+	switch {
+	case r.handed, !r.traced && r.callerTraced():
+		// A copy. The caller's own trace headers give way.
+		h = h.Clone()
+		if h == nil {
+			h = make(http.Header, 2)
+		}
+	case inject:
+		r.traced = true // written in place: no one has read r.header yet
 	}
 	for _, f := range o.fields {
 		delete(h, f)
 	}
-	o.propagator.Inject(ctx, propagation.HeaderCarrier(h))
-	return ctx, h
+	if inject {
+		o.propagator.Inject(ctx, headerCarrier(h))
+	}
+	return h
+}
+
+// callerTraced reports whether r.header holds any of the propagator's
+// fields, which only the caller can have put there (r.traced false).
+func (r *run) callerTraced() bool {
+	for _, f := range r.c.obs.fields {
+		if _, ok := r.header[f]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// headerCarrier is propagation.HeaderCarrier, but for Set of the W3C trace
+// context and baggage names, which it writes under their canonical names
+// as they are rather than canonicalising each one anew (a new string per
+// call). Set of any other name is http.Header.Set's, and so is the result.
+type headerCarrier http.Header
+
+func (c headerCarrier) Get(key string) string { return propagation.HeaderCarrier(c).Get(key) }
+func (c headerCarrier) Keys() []string        { return propagation.HeaderCarrier(c).Keys() }
+
+func (c headerCarrier) Set(key, value string) {
+	var name string
+	switch key {
+	case "traceparent":
+		name = "Traceparent"
+	case "tracestate":
+		name = "Tracestate"
+	case "baggage":
+		name = "Baggage"
+	default:
+		http.Header(c).Set(key, value)
+		return
+	}
+	c[name] = []string{value}
 }
 
 // endTelemetry ends the attempt's count in flight; x.release calls it
@@ -262,9 +326,9 @@ func (x *exchange) endTelemetry() {
 
 // observe records the exchange's sends, recs (from records): a span for
 // each send net/http repeated on its own, created after the fact with its
-// own start and end, and the end of the live span, which is the last send;
-// an attempt counted for each; and a guard refusal.
-func (x *exchange) observe(recs []Attempt) {
+// own start and end, and the end of the live span, which is the last send,
+// at end; an attempt counted for each; and a guard refusal.
+func (x *exchange) observe(recs []Attempt, end time.Time) {
 	r := x.r
 	o := r.c.obs
 	last := recs[len(recs)-1]
@@ -281,7 +345,6 @@ func (x *exchange) observe(recs []Attempt) {
 	}
 	live := r.tel.span
 	r.tel.span = nil
-	end := r.c.now()
 	x.mu.Lock()
 	repeated, conn := x.repeated, x.tryConn
 	x.mu.Unlock()
@@ -289,7 +352,7 @@ func (x *exchange) observe(recs []Attempt) {
 		if i >= len(recs)-1 {
 			break // a send repeated after records ran: not in the log either
 		}
-		_, span := o.tracer.Start(r.ctx, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
+		_, span := o.tracer.Start(r.caller, r.tel.spanName, trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithTimestamp(s.start), trace.WithAttributes(r.tel.spanAttrs...))
 		span.SetAttributes(attrTransportResend.Bool(true))
 		endSpan(span, recs[i], i == 0, s.end)

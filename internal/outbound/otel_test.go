@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/fetchd/fetchd/internal/egress"
 )
@@ -716,5 +718,145 @@ func TestDeniedReason(t *testing.T) {
 	}
 	if got := deniedReason(egress.ErrDenied); got != DeniedOther {
 		t.Errorf("a bare ErrDenied is %q, want %q", got, DeniedOther)
+	}
+}
+
+// spottyTracer's spans have a valid span context on odd calls of Start
+// only: an exchange after one that wrote its trace context may have none
+// to write.
+type spottyTracer struct {
+	tracenoop.Tracer
+	calls atomic.Int64
+}
+
+// spottyProvider gives its spottyTracer.
+type spottyProvider struct {
+	tracenoop.TracerProvider
+	tracer *spottyTracer
+}
+
+func (p spottyProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.tracer }
+
+func (s *spottyTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	var sc trace.SpanContext
+	if n := s.calls.Add(1); n%2 == 1 {
+		sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{byte(n)}, TraceFlags: trace.FlagsSampled})
+	}
+	ctx = trace.ContextWithSpanContext(ctx, sc)
+	return ctx, trace.SpanFromContext(ctx)
+}
+
+// TestTraceContextOnEveryAttempt: every send carries the run's headers
+// with its own trace context, or, without one, the run's headers as they
+// are: not the trace context an earlier send wrote into them.
+func TestTraceContextOnEveryAttempt(t *testing.T) {
+	t.Parallel()
+	const callers = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	for _, caller := range []string{"", callers} {
+		t.Run("caller traceparent "+strconv.Quote(caller), func(t *testing.T) {
+			t.Parallel()
+			up := newUpstream(t, status(503), status(503), status(200))
+			c, _ := newClient(t, WithTracerProvider(spottyProvider{tracer: &spottyTracer{}}))
+			req := request(t, "GET", up.URL+"/", nil)
+			req.Header.Set("Authorization", "Bearer t")
+			req.Header.Add("X-Keep", "a")
+			req.Header.Add("X-Keep", "b")
+			if caller != "" {
+				req.Header.Set("Traceparent", caller)
+			}
+			want := req.Header.Clone()
+			if resp, err := c.Do(context.Background(), req); err != nil || resp.Status != 200 {
+				t.Fatalf("Do = %v, %v; want 200", resp, err)
+			}
+			if !reflect.DeepEqual(req.Header, want) {
+				t.Errorf("Do changed the request's header to %v", req.Header)
+			}
+			seen := up.seen()
+			if len(seen) != 3 {
+				t.Fatalf("upstream saw %d requests, want 3", len(seen))
+			}
+			for i, s := range seen {
+				for _, name := range []string{"Authorization", "X-Keep", "User-Agent"} {
+					if got, want := s.header.Values(name), append(want.Values(name), "fetchd")[:max(len(want.Values(name)), 1)]; !reflect.DeepEqual(got, want) {
+						t.Errorf("send %d: %s = %q, want %q", i+1, name, got, want)
+					}
+				}
+				got := s.header.Values("Traceparent")
+				switch {
+				case i == 1: // no span context: the run's headers as they are
+					if caller == "" && len(got) != 0 || caller != "" && !reflect.DeepEqual(got, []string{caller}) {
+						t.Errorf("send 2 without a span context: traceparent %q, want the caller's (%q)", got, caller)
+					}
+				case len(got) != 1:
+					t.Errorf("send %d: traceparent %q, want one", i+1, got)
+				default:
+					if _, sid := traceparent(t, got[0]); sid != (trace.SpanID{byte(i + 1)}) {
+						t.Errorf("send %d carried span %s, want its own %s", i+1, sid, trace.SpanID{byte(i + 1)})
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestTraceContextAcrossRedirects: each hop's sends carry their own trace
+// context, also in the copy of the headers a hop to another target makes
+// to drop the credentials.
+func TestTraceContextAcrossRedirects(t *testing.T) {
+	t.Parallel()
+	tr := newTraced(t)
+	b := newUpstream(t, status(200))
+	a := newUpstream(t, redirectTo(302, "/again"), redirectTo(307, b.URL+"/"))
+	c, _ := newClient(t, WithTracerProvider(tr.tp))
+	req := follows(t, "GET", a.URL+"/", nil, 2)
+	req.Header.Set("Authorization", "Bearer t")
+	req.Header.Set("X-Keep", "1")
+	ctx, parent := tr.parent(context.Background())
+	resp, err := c.Do(ctx, req)
+	parent.End()
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("Do = %v, %v; want 200", resp, err)
+	}
+	spans := tr.clientSpans()
+	seen := append(a.seen(), b.seen()...)
+	if len(spans) != 3 || len(seen) != 3 {
+		t.Fatalf("%d spans, %d requests; want 3", len(spans), len(seen))
+	}
+	for i, s := range seen {
+		if _, sid := traceparent(t, s.header.Get("Traceparent")); sid != spans[i].SpanContext().SpanID() {
+			t.Errorf("send %d carried span %s, want its own %s", i+1, sid, spans[i].SpanContext().SpanID())
+		}
+		wantAuth := "Bearer t"
+		if i == 2 {
+			wantAuth = "" // another target
+		}
+		if got := s.header.Get("Authorization"); got != wantAuth || s.header.Get("X-Keep") != "1" {
+			t.Errorf("send %d: Authorization %q (want %q), X-Keep %q", i+1, got, wantAuth, s.header.Get("X-Keep"))
+		}
+	}
+}
+
+// TestHeaderCarrier: what headerCarrier writes is what
+// propagation.HeaderCarrier writes, for the names it knows and the others.
+func TestHeaderCarrier(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"traceparent", "tracestate", "baggage", "TRACEPARENT", "uber-trace-id", "X-B3-TraceId"} {
+		got, want := http.Header{"X-Keep": {"1"}}, http.Header{"X-Keep": {"1"}}
+		headerCarrier(got).Set(key, "v1")
+		headerCarrier(got).Set(key, "v2")
+		propagation.HeaderCarrier(want).Set(key, "v1")
+		propagation.HeaderCarrier(want).Set(key, "v2")
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Set(%q): %v, want %v", key, got, want)
+		}
+		if v := headerCarrier(got).Get(key); v != "v2" {
+			t.Errorf("Get(%q) = %q, want v2", key, v)
+		}
+		keys, wantKeys := headerCarrier(got).Keys(), propagation.HeaderCarrier(want).Keys()
+		slices.Sort(keys)
+		slices.Sort(wantKeys)
+		if !reflect.DeepEqual(keys, wantKeys) {
+			t.Errorf("Keys() = %q, want %q", keys, wantKeys)
+		}
 	}
 }

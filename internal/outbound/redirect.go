@@ -113,11 +113,13 @@ func (r *run) follow() {
 	}
 	if len(drop) > 0 {
 		// A copy: the previous hop's request may still be read by net/http.
+		// No one has read the copy yet (handed false); what traced says of
+		// r.header holds for it too.
 		h := r.header.Clone()
 		for _, name := range drop {
 			delete(h, name)
 		}
-		r.header = h
+		r.header, r.handed = h, false
 	}
 	r.url = u
 	r.hopURL = egress.RedactURL(u.String())
