@@ -23,7 +23,7 @@ import (
 // BenchmarkDaemon measures a small GET through the whole daemon as it
 // ships: policy file with a caller and a target rule, bearer-token
 // authentication, per-target budget and breaker, the call log (JSON, to
-// io.Discard), the server span and the metrics (SDK providers, no
+// io.Discard), the otelgrpc server span and the metrics (SDK providers, no
 // exporter: spans carry IDs but record nothing, as the daemon runs without
 // OTEL_* variables). The baseline in the same run is the
 // same GET made directly with a pooled net/http client, and through a bare

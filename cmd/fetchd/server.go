@@ -19,6 +19,8 @@ import (
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -186,11 +188,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// rpc.server.call.duration also counts the calls that never reach
 		// the Fetch handler (refused by authentication, a message over
 		// the size limit, a panic), which fetchd.fetch.duration misses.
-		grpc.StatsHandler(telemetry.NewGRPCServerHandler(
-			m.tel.TracerProvider(), m.tel.MeterProvider(), m.tel.Propagator(), "fetchd.")),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(m.tel.TracerProvider()),
+			otelgrpc.WithMeterProvider(m.tel.MeterProvider()),
+			otelgrpc.WithPropagators(m.tel.Propagator()),
+			otelgrpc.WithFilter(filters.ServicePrefix("fetchd.")))),
 		// The call log: one line per call, written once the answer is on
-		// its way, for every call including those refused before any
-		// interceptor.
+		// its way, including calls refused before any interceptor.
 		grpc.StatsHandler(calllog.StatsHandler(callLogger, fetchdMethod)),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
 		// Fixed flow-control windows. With grpc-go's default dynamic
