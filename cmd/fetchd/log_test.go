@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -16,19 +17,31 @@ import (
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
+	"github.com/fetchd/fetchd/internal/service"
 )
 
-// startLogged runs fetchd with a JSON logger writing into logs. The
-// caller closes it: a call's line is written after its answer has gone,
-// and is certain to be in logs only once Close has drained the calls.
-func startLogged(t *testing.T, logs *syncBuffer, edit func(*Main)) (*Main, *grpc.ClientConn) {
+// startLogged runs fetchd with a JSON logger writing into logs, and
+// returns a function that closes it (once; the test's cleanup calls it
+// too). A call's line is written after its answer has gone, and is certain
+// to be in logs only once closing has drained the calls.
+func startLogged(t *testing.T, logs *syncBuffer, edit func(*Main)) (closeDaemon func(), conn *grpc.ClientConn) {
 	t.Helper()
-	return startWith(t, false, func(m *Main) {
+	m, conn := startWith(t, false, func(m *Main) {
 		m.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 		if edit != nil {
 			edit(m)
 		}
 	})
+	var once sync.Once
+	closeDaemon = func() {
+		once.Do(func() {
+			if err := m.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(closeDaemon)
+	return closeDaemon, conn
 }
 
 // logLines returns the JSON log lines whose msg is msg.
@@ -49,9 +62,10 @@ func logLines(t *testing.T, logs *syncBuffer, msg string) []map[string]any {
 }
 
 // TestOneLogLinePerFetch: each Fetch writes one JSON line when it finishes,
-// with the caller, target host, status, attempts and duration, and never a
-// body, a secret header or a signature from the URL. Health checks are not
-// logged.
+// with the caller, target host, status, attempts, duration and trace ID,
+// and never a body, a secret header or a signature from the URL. A Fetch
+// refused before any interceptor (a message over the size limit) has its
+// line too. Health checks are not logged.
 func TestOneLogLinePerFetch(t *testing.T) {
 	t.Parallel()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +73,7 @@ func TestOneLogLinePerFetch(t *testing.T) {
 	}))
 	defer up.Close()
 	var logs syncBuffer
-	m, conn := startLogged(t, &logs, nil)
+	closeDaemon, conn := startLogged(t, &logs, nil)
 	_, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{
 		Url:    up.URL + "/path-secret?sig=url-signature-secret",
 		Method: "POST",
@@ -73,17 +87,27 @@ func TestOneLogLinePerFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, err = fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{
+		Url: up.URL, Method: "POST", Body: make([]byte, service.MaxRequestMessageBytes),
+	})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a message over the size limit: %v, want ResourceExhausted", err)
+	}
 	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeDaemon()
 	lines := logLines(t, &logs, "finished call")
-	if len(lines) != 1 {
-		t.Fatalf("%d call log lines, want 1 (the Fetch only):\n%s", len(lines), logs.String())
+	if len(lines) != 2 {
+		t.Fatalf("%d call log lines, want 2 (the Fetch calls only):\n%s", len(lines), logs.String())
+	}
+	if l := lines[1]; l["grpc.code"] != "ResourceExhausted" || l["grpc.method"] != "Fetch" || l["level"] != "WARN" {
+		t.Errorf("line of the message over the size limit: %v", l)
 	}
 	l := lines[0]
+	if id, _ := l["trace_id"].(string); len(id) != 32 {
+		t.Errorf("log trace_id = %q, want the call's trace ID", id)
+	}
 	for key, want := range map[string]any{
 		"grpc.method": "Fetch", "grpc.code": "OK", "caller": "anonymous", "target_host": "127.0.0.1",
 		"status": float64(200), "attempts": float64(1), "outcome": "2xx", "policy": "default",
@@ -117,7 +141,7 @@ func (panicky) Fetch(context.Context, *fetchdv1.FetchRequest) (*fetchdv1.FetchRe
 func TestPanicIsInternalWithoutStack(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
-	m, conn := startLogged(t, &logs, func(m *Main) {
+	closeDaemon, conn := startLogged(t, &logs, func(m *Main) {
 		m.wrapService = func(fetchdv1.FetchServiceServer) fetchdv1.FetchServiceServer { return panicky{} }
 	})
 	_, err := fetchdv1.NewFetchServiceClient(conn).Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "https://example.com"})
@@ -128,9 +152,7 @@ func TestPanicIsInternalWithoutStack(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("after a panic: %v", err)
 	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeDaemon()
 	if panics := logLines(t, &logs, "fetchd: panic in handler"); len(panics) != 1 || !strings.Contains(panics[0]["stack"].(string), "panicky") {
 		t.Fatalf("panic log lines = %v", panics)
 	}

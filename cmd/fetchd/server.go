@@ -51,9 +51,12 @@ const (
 	DefaultGCMinHeapMiB = 64
 )
 
-// flowWindow is the gRPC listener's HTTP/2 flow-control window, per call
-// and per connection: grpc-go's ceiling for its dynamic windows.
-const flowWindow = 16 << 20
+// The gRPC listener's HTTP/2 flow-control windows: per call, grpc-go's
+// initial window; per connection, grpc-go's ceiling for its dynamic ones.
+const (
+	streamWindow = 64 << 10
+	connWindow   = 16 << 20
+)
 
 // Main is a running fetchd: build it with NewMain, set fields, Run, Close.
 // End-to-end tests use it on 127.0.0.1:0.
@@ -173,8 +176,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	m.draining, m.endStreams = context.WithCancel(context.Background())
 	recover := recovery.WithRecoveryHandlerContext(m.recovered)
-	// The call log is outermost, so it also records calls refused by
-	// authentication and panics turned into INTERNAL by recovery.
+	// The call log is a stats handler, so it also records calls refused by
+	// authentication or the message size limit, and panics turned into
+	// INTERNAL by recovery.
 	callLogger := m.CallLogger
 	if callLogger == nil {
 		callLogger = m.Logger
@@ -202,13 +206,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// with a PING (and a WINDOW_UPDATE before it) whenever a call's
 		// message arrives and no probe is outstanding: with small
 		// messages, one extra write per call for fetchd and one extra
-		// read and write for the caller, and at one call in flight it
-		// cost about a tenth of fetchd's throughput (README,
-		// Performance). The fixed size is the most the probe could grow
-		// both windows to, so a large body is never slower than with the
-		// default, and a connection can hold no more unread than before.
-		grpc.StaticStreamWindowSize(flowWindow),
-		grpc.StaticConnWindowSize(flowWindow),
+		// read and write for the caller; at one call in flight, every
+		// call. Any fixed size turns the probe off. A call keeps the
+		// 64 KiB it starts with under the default (a larger message is
+		// granted whole once its length has passed the size limit), so
+		// no call can hold more unread than before. The connection gets
+		// the most the probe could grow it to: grpc-go hands connection
+		// credit back as each frame is read, so it bounds bytes on the
+		// wire, not bytes held.
+		grpc.StaticStreamWindowSize(streamWindow),
+		grpc.StaticConnWindowSize(connWindow),
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
 	}

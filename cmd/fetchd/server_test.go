@@ -12,11 +12,12 @@ import (
 
 // TestNoFlowControlProbe speaks HTTP/2 to a real fetchd and sends one call
 // (a health check: its message still passes through flow control). The
-// listener must announce the fixed window and must not answer the call's
-// message with a bandwidth probe: with grpc-go's dynamic windows, the
-// first message on a connection always draws a WINDOW_UPDATE and a PING,
-// and every later one whose predecessor's probe has been answered, which
-// at one call in flight is every call.
+// listener must announce its fixed windows (the call's in SETTINGS, the
+// connection's as a WINDOW_UPDATE of stream 0) and must not answer the
+// call's message with a bandwidth probe: with grpc-go's dynamic windows,
+// the first message on a connection always draws a WINDOW_UPDATE and a
+// PING, and every later one whose predecessor's probe has been answered,
+// which at one call in flight is every call.
 func TestNoFlowControlProbe(t *testing.T) {
 	t.Parallel()
 	m, _ := startWith(t, true, nil)
@@ -51,7 +52,7 @@ func TestNoFlowControlProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var window uint32
+	var window, connCredit uint32
 	var announced, answered bool
 	for !answered {
 		f, err := fr.ReadFrame()
@@ -67,6 +68,10 @@ func TestNoFlowControlProbe(t *testing.T) {
 			if err := fr.WriteSettingsAck(); err != nil {
 				t.Fatal(err)
 			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connCredit += f.Increment
+			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				t.Errorf("fetchd sent a PING %x with the call's answer: its flow-control windows are dynamic", f.Data)
@@ -75,7 +80,11 @@ func TestNoFlowControlProbe(t *testing.T) {
 			answered = f.StreamID == 1 && f.StreamEnded()
 		}
 	}
-	if !announced || window != flowWindow {
-		t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE = %d (announced %v), want %d", window, announced, flowWindow)
+	if !announced || window != streamWindow {
+		t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE = %d (announced %v), want %d", window, announced, streamWindow)
+	}
+	// HTTP/2 starts every window at 65,535 bytes.
+	if want := uint32(connWindow - 65535); connCredit != want {
+		t.Errorf("connection window raised by %d, want %d (to %d)", connCredit, want, connWindow)
 	}
 }

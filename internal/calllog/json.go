@@ -11,8 +11,8 @@ import (
 )
 
 // JSONHandler is a slog.Handler that writes the lines slog.JSONHandler
-// writes, byte for byte, and lets UnaryServerInterceptor write its call's
-// line straight from the line's attributes: no slog.Record, no generic walk
+// writes, byte for byte, and lets StatsHandler and UnaryServerInterceptor
+// write a call's line straight from the line's attributes: no slog.Record, no generic walk
 // of the attributes, one pooled buffer and one Write per line. A Fetch's
 // line costs a third of what it costs through slog (BenchmarkJSONLine: 870
 // ns and no allocation, against 2.8 µs and 2), and the interceptor's whole

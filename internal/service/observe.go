@@ -95,7 +95,7 @@ func (s *Service) idempotencyEvent(ctx context.Context, outcome string) {
 }
 
 // observe records a finished Fetch: the duration metric, the fields of its
-// one log line (written by calllog's interceptor when the call finishes),
+// one log line (written by calllog's stats handler when the call finishes),
 // and attributes on its span when the span records. Nothing recorded carries a body, a
 // header, the URL's path or query, or the idempotency key.
 //
