@@ -51,13 +51,6 @@ const (
 	DefaultGCMinHeapMiB = 64
 )
 
-// The gRPC listener's HTTP/2 flow-control windows: per call, grpc-go's
-// initial window; per connection, grpc-go's ceiling for its dynamic ones.
-const (
-	streamWindow = 64 << 10
-	connWindow   = 16 << 20
-)
-
 // Main is a running fetchd: build it with NewMain, set fields, Run, Close.
 // End-to-end tests use it on 127.0.0.1:0.
 type Main struct {
@@ -201,21 +194,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// its way, including calls refused before any interceptor.
 		grpc.StatsHandler(calllog.StatsHandler(callLogger, fetchdMethod)),
 		grpc.MaxRecvMsgSize(service.MaxRequestMessageBytes),
-		// Fixed flow-control windows. With grpc-go's default dynamic
-		// windows the server probes the link's bandwidth-delay product
-		// with a PING (and a WINDOW_UPDATE before it) whenever a call's
-		// message arrives and no probe is outstanding: with small
-		// messages, one extra write per call for fetchd and one extra
-		// read and write for the caller; at one call in flight, every
-		// call. Any fixed size turns the probe off. A call keeps the
-		// 64 KiB it starts with under the default (a larger message is
-		// granted whole once its length has passed the size limit), so
-		// no call can hold more unread than before. The connection gets
-		// the most the probe could grow it to: grpc-go hands connection
-		// credit back as each frame is read, so it bounds bytes on the
-		// wire, not bytes held.
-		grpc.StaticStreamWindowSize(streamWindow),
-		grpc.StaticConnWindowSize(connWindow),
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recover), m.auth.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recover), m.endOnDrain, m.auth.StreamServerInterceptor()),
 	}
