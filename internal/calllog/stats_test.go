@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	fetchdv1 "github.com/fetchd/fetchd/gen/fetchd/v1"
@@ -45,6 +46,28 @@ func (r recording) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetc
 	return &fetchdv1.FetchResponse{Status: 200}, nil
 }
 
+// serveLogged serves recording and the health service on 127.0.0.1:0
+// with the stats handler h, and returns the server (the test stops it)
+// and a connection to it.
+func serveLogged(t *testing.T, h stats.Handler, opts ...grpc.ServerOption) (*grpc.Server, *grpc.ClientConn) {
+	t.Helper()
+	srv := grpc.NewServer(append(opts, grpc.StatsHandler(h))...)
+	fetchdv1.RegisterFetchServiceServer(srv, recording{})
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return srv, conn
+}
+
 // TestStatsHandler serves real calls with the call log as a stats handler:
 // each selected call gets one line with the handler's attributes and its
 // code, a call refused before any interceptor or handler (a message over
@@ -55,21 +78,7 @@ func TestStatsHandler(t *testing.T) {
 		t.Run(h.name, func(t *testing.T) {
 			t.Parallel()
 			var out lockedBuffer
-			srv := grpc.NewServer(
-				grpc.StatsHandler(StatsHandler(slog.New(h.new(&out, nil)), fetchdOnly)),
-				grpc.MaxRecvMsgSize(1024))
-			fetchdv1.RegisterFetchServiceServer(srv, recording{})
-			healthpb.RegisterHealthServer(srv, health.NewServer())
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go srv.Serve(ln)
-			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			srv, conn := serveLogged(t, StatsHandler(slog.New(h.new(&out, nil)), fetchdOnly), grpc.MaxRecvMsgSize(1024))
 			client := fetchdv1.NewFetchServiceClient(conn)
 			if _, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "ok"}); err != nil {
 				t.Fatal(err)
@@ -77,7 +86,7 @@ func TestStatsHandler(t *testing.T) {
 			if _, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "fail"}); status.Code(err) != codes.Unavailable {
 				t.Fatalf("fail: %v", err)
 			}
-			_, err = client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "big", Body: make([]byte, 2048)})
+			_, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: "big", Body: make([]byte, 2048)})
 			if status.Code(err) != codes.ResourceExhausted {
 				t.Fatalf("over the size limit: %v", err)
 			}
@@ -129,18 +138,7 @@ func TestStatsHandler(t *testing.T) {
 func TestStatsHandlerMethodType(t *testing.T) {
 	t.Parallel()
 	var out lockedBuffer
-	srv := grpc.NewServer(grpc.StatsHandler(StatsHandler(slog.New(NewJSONHandler(&out, nil)), func(string) bool { return true })))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	srv, conn := serveLogged(t, StatsHandler(slog.New(NewJSONHandler(&out, nil)), func(string) bool { return true }))
 	ctx, cancel := context.WithCancel(t.Context())
 	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
