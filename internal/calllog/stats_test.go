@@ -35,7 +35,6 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 // "fail" fails with UNAVAILABLE.
 type recording struct {
 	fetchdv1.UnimplementedFetchServiceServer
-	answered chan<- struct{}
 }
 
 func (r recording) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
