@@ -81,10 +81,10 @@ func (r *run) send(number, nth int, wait time.Duration, reason string, start tim
 	x.ctx, x.cancel = context.WithCancelCause(r.caller)
 	x.alarm = alarm{cancel: x.cancel, read: r.p.ReadTimeout}
 	if r.p.AttemptTimeout > 0 || !r.total.IsZero() {
-		now := start // timers run on the wall clock: start is a reading of it, unless WithNow
-		if !r.c.wallClock {
-			now = time.Now()
-		}
+		// A fresh reading of the wall clock, which the timers run on: the
+		// run's total deadline is absolute, and an older reading (start,
+		// taken before the breaker and budget) would arm it late.
+		now := time.Now()
 		end, total := r.attemptEnd(now)
 		x.alarm.until(now, end, total)
 	}

@@ -28,7 +28,6 @@ type Client struct {
 	guard atomic.Pointer[guarded] // the guard in force; replaced by SetGuard
 
 	now             func() time.Time
-	wallClock       bool // now is time.Now: its readings serve the timers too
 	sleep           func(ctx context.Context, d time.Duration) error
 	jitter          func(limit time.Duration) time.Duration
 	maxTargets      int
@@ -109,7 +108,7 @@ func newGuarded(g *egress.Guard) *guarded {
 // validate replaces unusable settings with the defaults.
 func (c *Client) validate() {
 	if c.now == nil {
-		c.now, c.wallClock = time.Now, true
+		c.now = time.Now
 	}
 	if c.sleep == nil {
 		c.sleep = sleepTimer
@@ -175,7 +174,12 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		r.method = http.MethodGet
 	}
 	if r.p.TotalTimeout > 0 {
-		r.total = time.Now().Add(r.p.TotalTimeout) // as context.WithTimeout reckons it
+		// As context.WithTimeout reckons it: a caller's deadline that comes
+		// first is the run's bound, and its own expiry tells.
+		r.total = time.Now().Add(r.p.TotalTimeout)
+		if d, ok := ctx.Deadline(); ok && !d.After(r.total) {
+			r.total = time.Time{}
+		}
 	}
 	defer r.end()
 	r.header = requestHeader(req.Header)

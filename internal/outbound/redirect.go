@@ -89,8 +89,8 @@ func (r *run) redirect(status int, h http.Header) (next *url.URL, stop, detail s
 // first hop that leaves the request's own target on, credentials are not
 // sent. With Request.HopPolicy, the hop runs with the policy it gave, but
 // for TotalTimeout and MaxRedirects, which stay the request's own: the run's
-// context already bounds every hop, and the hops left are counted from the
-// request's limit.
+// total deadline (run.total) already bounds every hop, and the hops left
+// are counted from the request's limit.
 func (r *run) follow() {
 	u, status := r.next, r.nextStatus
 	r.next, r.nextStatus = nil, 0

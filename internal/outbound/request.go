@@ -222,8 +222,8 @@ type Request struct {
 	// as it did for URL, so that the hop's target is protected and pooled
 	// by its own settings (MaxConns, Budget, Breaker, ShareRetryAfter) and
 	// runs with its own timeouts, attempts and limits. Two fields are not
-	// taken from it: TotalTimeout (the run's context already bounds every
-	// hop) and MaxRedirects (the hops left are counted from Policy's). It
+	// taken from it: TotalTimeout (the run's total deadline already bounds
+	// every hop) and MaxRedirects (the hops left are counted from Policy's). It
 	// gets a copy of u (already checked by egress.ParseURL and
 	// CheckRedirect), is called on the goroutine of Do after CheckRedirect,
 	// and an error stops the run as CheckRedirect's does (a *RedirectError
