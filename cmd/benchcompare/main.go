@@ -6,6 +6,7 @@
 //
 //	benchcompare -fetchd PATH [-duration 10s] [-out BENCHMARKS.md] [-chart docs/bench-compare.png]
 //	benchcompare forwarder -listen ADDR   (the bare gateway, run by the comparison itself)
+//	benchcompare ab -before BIN -after BIN [-rounds 5]   (two fetchd builds in alternating rounds)
 //
 // scripts/bench-compare builds both binaries and runs it.
 package main
@@ -36,6 +37,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "ab" {
+		if err := abCommand(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			fmt.Fprintln(os.Stderr, "benchcompare ab:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if _, err := compare(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
