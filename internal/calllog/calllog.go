@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
@@ -80,44 +79,25 @@ func Level(code codes.Code) slog.Level {
 	return slog.LevelError
 }
 
-// UnaryServerInterceptor logs each call whose full method log selects, on
-// logger, when it finishes: protocol, grpc.component, grpc.service,
-// grpc.method, grpc.method_type, peer.address, grpc.request.deadline (when
-// the call has one), grpc.code, grpc.error (the status message, when not
-// OK), grpc.time_ms (a number), trace_id (when the call has a span), then
-// the handler's Record. Put it outermost so that calls refused or failed by
-// later interceptors are logged too.
-//
-// When logger's handler is a *JSONHandler, the interceptor writes the line
-// through it directly (see JSONHandler); the line is the same.
-func UnaryServerInterceptor(logger *slog.Logger, log func(fullMethod string) bool) grpc.UnaryServerInterceptor {
-	direct, _ := logger.Handler().(*JSONHandler)
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !log(info.FullMethod) {
-			return handler(ctx, req)
-		}
-		start := time.Now()
-		rec := &Record{}
-		resp, err := handler(context.WithValue(ctx, recordKey{}, rec), req)
-		took := time.Since(start)
-
-		write(ctx, logger, direct, info.FullMethod, "unary", rec, err, took)
-		return resp, err
-	}
-}
-
 // StatsHandler returns a gRPC stats handler that logs each call whose
-// full method log selects, on logger, with the line UnaryServerInterceptor
-// writes, except that grpc.time_ms is the whole call as gRPC sees it
-// (from its headers to its status, reading the request and sending the
-// answer included), and grpc.method_type is "client_stream",
-// "server_stream" or "bidi_stream" for a streaming method.
+// full method log selects, on logger, when it finishes: protocol,
+// grpc.component, grpc.service, grpc.method, grpc.method_type ("unary",
+// "client_stream", "server_stream" or "bidi_stream"), peer.address,
+// grpc.request.deadline (when the call has one), grpc.code, grpc.error (the
+// status message, when not OK), grpc.time_ms (a number: the call as gRPC
+// sees it, from its headers to its status), trace_id (when the call has a
+// span), then the handler's Record.
 //
-// Two things set it apart from the interceptor. The line is written after
-// the answer has been handed to the transport (the stats End event), so it
-// is off the path of every answer. And it sees every call, including those
-// refused before any interceptor runs: a message over the size limit, a
-// method that does not exist on a selected service.
+// The line is written at the stats End event, which grpc-go emits once the
+// status has been handed to the transport, so it is off the path of every
+// answer. Every call that reaches one of the server's methods has one,
+// including calls refused before any interceptor runs (a message over the
+// size limit) and by interceptors (authentication, a panic turned into
+// INTERNAL). A call to a method the server does not have gets none: grpc-go
+// answers it without an End event.
+//
+// When logger's handler is a *JSONHandler, the line is written through it
+// directly (see JSONHandler); the line is the same.
 func StatsHandler(logger *slog.Logger, log func(fullMethod string) bool) stats.Handler {
 	direct, _ := logger.Handler().(*JSONHandler)
 	return &statsHandler{logger: logger, direct: direct, log: log}

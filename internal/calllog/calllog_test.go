@@ -16,12 +16,29 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
 var fetchInfo = &grpc.UnaryServerInfo{FullMethod: "/fetchd.v1.FetchService/Fetch"}
 
 func fetchdOnly(m string) bool { return strings.HasPrefix(m, "/fetchd.") }
+
+// statsInterceptor drives StatsHandler(logger, log) through the events
+// grpc-go emits for one unary call (TagRPC, Begin, End with the handler's
+// error), around handler as an interceptor would run it, so that tests and
+// benchmarks call the call log without a server in between.
+func statsInterceptor(logger *slog.Logger, log func(string) bool) grpc.UnaryServerInterceptor {
+	h := StatsHandler(logger, log)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx = h.TagRPC(ctx, &stats.RPCTagInfo{FullMethodName: info.FullMethod})
+		begin := time.Now()
+		h.HandleRPC(ctx, &stats.Begin{BeginTime: begin})
+		resp, err := handler(ctx, req)
+		h.HandleRPC(ctx, &stats.End{BeginTime: begin, EndTime: time.Now(), Error: err})
+		return resp, err
+	}
+}
 
 // callCtx is a server call's context: a peer, a deadline and a span.
 func callCtx(t testing.TB) context.Context {
@@ -88,7 +105,7 @@ func testFinishedLine(t *testing.T, newHandler func(io.Writer, *slog.HandlerOpti
 		t.Run(tt.code, func(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
-			icpt := UnaryServerInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
+			icpt := statsInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
 			resp, err := icpt(callCtx(t), "req", fetchInfo, func(ctx context.Context, req any) (any, error) {
 				rec := FromContext(ctx)
 				rec.Add(slog.String("caller", "checkout"), slog.String("target_host", "api.example.com"))
@@ -143,7 +160,7 @@ func TestUnselectedAndDisabled(t *testing.T) {
 
 func testUnselectedAndDisabled(t *testing.T, newHandler func(io.Writer, *slog.HandlerOptions) slog.Handler) {
 	var buf bytes.Buffer
-	icpt := UnaryServerInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
+	icpt := statsInterceptor(slog.New(newHandler(&buf, nil)), fetchdOnly)
 	health := &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}
 	_, err := icpt(callCtx(t), nil, health, func(ctx context.Context, _ any) (any, error) {
 		if FromContext(ctx) != nil {
@@ -158,7 +175,7 @@ func testUnselectedAndDisabled(t *testing.T, newHandler func(io.Writer, *slog.Ha
 
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelWarn)
-	warnOnly := UnaryServerInterceptor(slog.New(newHandler(&buf, &slog.HandlerOptions{Level: level})), fetchdOnly)
+	warnOnly := statsInterceptor(slog.New(newHandler(&buf, &slog.HandlerOptions{Level: level})), fetchdOnly)
 	warnOnly(callCtx(t), nil, fetchInfo, func(context.Context, any) (any, error) { return nil, nil })
 	if buf.Len() != 0 {
 		t.Fatalf("an OK call logged at INFO through a WARN logger: %q", buf.String())
@@ -185,7 +202,7 @@ func TestRecordGrows(t *testing.T) {
 	t.Parallel()
 	for _, h := range handlers {
 		var buf bytes.Buffer
-		icpt := UnaryServerInterceptor(slog.New(h.new(&buf, nil)), fetchdOnly)
+		icpt := statsInterceptor(slog.New(h.new(&buf, nil)), fetchdOnly)
 		icpt(t.Context(), nil, fetchInfo, func(ctx context.Context, _ any) (any, error) {
 			for i := range inline + 5 {
 				FromContext(ctx).Add(slog.Int("a"+strings.Repeat("x", i), i))
@@ -235,7 +252,7 @@ func BenchmarkInterceptor(b *testing.B) {
 	ctx := callCtx(b)
 	for _, h := range handlers {
 		b.Run(h.name, func(b *testing.B) {
-			icpt := UnaryServerInterceptor(slog.New(h.new(io.Discard, nil)), fetchdOnly)
+			icpt := statsInterceptor(slog.New(h.new(io.Discard, nil)), fetchdOnly)
 			b.ReportAllocs()
 			for b.Loop() {
 				icpt(ctx, nil, fetchInfo, handler)

@@ -26,7 +26,7 @@ var fetchAttrs = []slog.Attr{
 	slog.Int("attempts", 3), slog.String("retry_stopped", "max_attempts"),
 }
 
-// TestSameLine: through the interceptor, JSONHandler writes byte for byte
+// TestSameLine: through the call log, JSONHandler writes byte for byte
 // the line slog.JSONHandler writes, whether it writes the line itself or
 // leaves it to slog (attributes it does not format, options that change the
 // line). Each pair of calls runs in one synctest bubble, so that the line's
@@ -78,7 +78,7 @@ func TestSameLine(t *testing.T) {
 				}
 				var out [2]bytes.Buffer
 				for i, h := range handlers {
-					icpt := UnaryServerInterceptor(slog.New(h.new(&out[i], tt.opts)), func(string) bool { return true })
+					icpt := statsInterceptor(slog.New(h.new(&out[i], tt.opts)), func(string) bool { return true })
 					icpt(ctx, nil, info, func(ctx context.Context, _ any) (any, error) {
 						FromContext(ctx).Add(tt.attrs...)
 						return nil, tt.err
@@ -104,9 +104,9 @@ func TestHandlerIsSlogs(t *testing.T) {
 			logger.With("a", 1).WithGroup("g").Warn("grouped", "k", "v\n", slog.Any("err", errors.New("e")))
 			logger.Debug("dropped")
 			logger.LogAttrs(t.Context(), slog.LevelError, "attrs", fetchAttrs...)
-			// The interceptor on a logger With attributes leaves the line to
+			// The call log on a logger With attributes leaves the line to
 			// slog.
-			icpt := UnaryServerInterceptor(logger.With("node", "n1"), fetchdOnly)
+			icpt := statsInterceptor(logger.With("node", "n1"), fetchdOnly)
 			icpt(callCtx(t), nil, fetchInfo, func(ctx context.Context, _ any) (any, error) {
 				FromContext(ctx).Add(fetchAttrs...)
 				return nil, nil
@@ -141,7 +141,7 @@ func (w *stackWriter) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
-// TestDirectWrite: the interceptor writes a Fetch's line through
+// TestDirectWrite: the call log writes a Fetch's line through
 // JSONHandler itself, and leaves to slog the lines it must: attributes it
 // does not format, options that change the line, a logger With attributes.
 func TestDirectWrite(t *testing.T) {
@@ -167,7 +167,7 @@ func TestDirectWrite(t *testing.T) {
 			if tt.with {
 				logger = logger.With("node", "n1")
 			}
-			icpt := UnaryServerInterceptor(logger, fetchdOnly)
+			icpt := statsInterceptor(logger, fetchdOnly)
 			icpt(callCtx(t), nil, fetchInfo, func(ctx context.Context, _ any) (any, error) {
 				FromContext(ctx).Add(tt.attrs...)
 				return nil, status.Error(codes.Unavailable, "down")
@@ -208,7 +208,7 @@ func TestConcurrentLines(t *testing.T) {
 	t.Parallel()
 	const goroutines, calls = 8, 100
 	var w lineWriter
-	icpt := UnaryServerInterceptor(slog.New(NewJSONHandler(&w, nil)), fetchdOnly)
+	icpt := statsInterceptor(slog.New(NewJSONHandler(&w, nil)), fetchdOnly)
 	ctx := callCtx(t)
 	var wg sync.WaitGroup
 	for g := range goroutines {
