@@ -231,7 +231,7 @@ var soakMix = []struct {
 }{
 	{"ok", 24},           // GET 200
 	{"always503", 8},     // GET 503 on every attempt: the RPC succeeds with 503
-	{"flaky", 10},        // GET 503 then 200: 200 after a retry, or 503 when the budget refuses it
+	{"flaky", 10},        // GET 503 then 200: 200 after a retry; when the budget refuses it, the 503 (or a reset if it was lost)
 	{"reset", 8},         // GET whose connection is closed or reset without an answer: UNAVAILABLE
 	{"slow", 8},          // GET answered after 20-80ms: 200
 	{"slow_timeout", 6},  // GET answered after 2-3s with a 150ms total timeout: DEADLINE_EXCEEDED
@@ -342,11 +342,28 @@ func (tr *soakTraffic) one(client fetchdv1.FetchServiceClient, r *rand.Rand, id 
 	case "flaky":
 		tr.call(client, kind, &fetchdv1.FetchRequest{Url: tr.up.URL + "/flaky/" + id}, func(resp *fetchdv1.FetchResponse, err error) (string, bool) {
 			if err != nil {
+				// The first attempt's connection closed before its answer
+				// arrived, and the retry budget (exhausted by the failing
+				// traffic) refused the retry. A pooled connection can close
+				// under a request: net/http pools a connection as soon as it
+				// has read an answer without a body (the 503), a moment
+				// before it hands the answer over, and a request that takes
+				// it then and is cancelled (a /reset call whose re-send the
+				// budget refused, a slow_timeout call's timeout) closes it.
+				// That attempt is a reset; nothing else is accepted.
+				if ff := failure(err); status.Code(err) == codes.Unavailable && ff.GetRetryStopped() == "retry_budget" &&
+					len(ff.GetAttempts()) == 1 && ff.GetAttempts()[0].GetError() == "reset" && ff.GetAttempts()[0].GetStatus() == 0 {
+					return "unavailable, reset then retry_budget", true
+				}
 				return outcome(resp, err), false
 			}
 			atts := resp.GetAttempts()
 			switch resp.GetStatus() {
-			case 200: // retried after the 503
+			case 200: // retried after the 503, or after the 503 was lost (a reset, as above)
+				lost := len(atts) == 2 && atts[0].GetStatus() == 0 && atts[0].GetError() == "reset"
+				if lost && string(resp.GetBody()) == "recovered" {
+					return "200 after reset", true
+				}
 				return "200 after retry", len(atts) == 2 && atts[0].GetStatus() == 503 && string(resp.GetBody()) == "recovered"
 			case 503: // the retry budget refused the retry
 				return "503 " + resp.GetRetryStopped(), len(atts) == 1 && resp.GetRetryStopped() == "retry_budget"

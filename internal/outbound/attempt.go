@@ -19,6 +19,7 @@ import (
 const (
 	resentDetail    = "reused connection closed before response; transport re-sent"
 	notResentDetail = "reused connection closed before response; not re-sent"
+	handedOnDetail  = "connection closed before the answer was handed over: another request took it and was cancelled"
 )
 
 // exchange is one attempt of the loop: the request handed to net/http once.
@@ -282,8 +283,11 @@ func (x *exchange) failure() *attemptError {
 		connErr = connReadErr(conn)
 	}
 	ae := &attemptError{class: classify(x.err, conn != nil, connErr), detail: describe(x.err, r.url)}
-	if ae.class == ClassDenied {
+	switch {
+	case ae.class == ClassDenied:
 		ae.cause = deniedCause(x.err)
+	case ae.class == ClassReset && conn != nil && handedOn(x.err):
+		ae.detail = handedOnDetail // x.err is another request's cause: it would mislead
 	}
 	return ae
 }

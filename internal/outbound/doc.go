@@ -199,7 +199,13 @@
 //   - Failure classes come from error types (errors.Is/As) and from which of
 //     fetchd's own contexts ended the attempt, never from error text.
 //     Details never echo the URL's query ("?query") or credentials
-//     ("user:password@").
+//     ("user:password@"). A connection is pooled (or handed to a request
+//     waiting for one) as soon as an answer without a body is read on it,
+//     a moment before net/http hands that answer over; a request that takes
+//     it then and is cancelled (its caller, a timeout, a refused re-send)
+//     closes it, and the request whose answer it was fails with the other's
+//     cancellation cause and is not re-sent. That attempt is a "reset": its
+//     connection closed before the answer arrived.
 //
 // Ownership: Do reads the Request and never modifies or retains it (a
 // redirect's changes to method, body and headers apply to the run's own

@@ -193,6 +193,10 @@ func classify(err error, onConn bool, connErr error) string {
 		// A closed connection: the server's close, or one fetchd closed
 		// after refusing a re-send on it (refuseWrites).
 		return ClassReset
+	case onConn && handedOn(err):
+		// Another request's cancellation closed the connection before the
+		// answer on it was handed over.
+		return ClassReset
 	case isTimeout(err):
 		return ClassOther // a timeout none of fetchd's timers caused
 	case onConn:
@@ -200,6 +204,26 @@ func classify(err error, onConn bool, connErr error) string {
 	default:
 		return ClassOther
 	}
+}
+
+// handedOn reports an error on a connection that is a context's
+// cancellation cause: the caller's (context.Canceled, DeadlineExceeded) or one
+// fetchd ends an attempt with. The attempt's own contexts were live (the
+// caller of classify checks them first), so it is another request's: net/http
+// puts a connection back in its pool, or hands it to a request waiting for
+// one, as soon as it has read an answer without a body, and only then hands
+// the answer to the request it belongs to. A request that takes the
+// connection in between and is cancelled (its caller, a timeout, a refused
+// re-send: refuseWrites) closes it, and the request whose answer was read
+// gets the other's cause instead of the answer, which net/http does not
+// re-send. Its connection closed before the answer arrived: a reset.
+func handedOn(err error) bool {
+	for _, cause := range []error{context.Canceled, context.DeadlineExceeded, errAttemptTimeout, errReadTimeout, errTotalTimeout, errResendRefused} {
+		if errors.Is(err, cause) {
+			return true
+		}
+	}
+	return false
 }
 
 // isTimeout reports a timeout anywhere in err's chain. errors.As would stop
