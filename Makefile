@@ -37,6 +37,8 @@ test: $(BIN)/grpcurl ## the whole test suite, under the race detector (starts Re
 	./scripts/ensure-redis
 	./scripts/ensure-node
 	go test -race -count=1 ./...
+	# the outbound engine's tests again, plain-HTTP targets on the direct transport (fetchd's default)
+	FETCHD_TEST_DIRECT_HTTP=1 go test -race -count=1 ./internal/outbound/
 
 lint: tools ## vet, staticcheck, buf lint/format and breaking checks
 	go vet ./...

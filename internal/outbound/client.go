@@ -33,6 +33,7 @@ type Client struct {
 	maxTargets      int
 	maxProtected    int
 	maxConnsPerHost int
+	directHTTP      bool // plain-HTTP targets use the direct transport
 	tlsConfig       *tls.Config
 
 	tracerProvider trace.TracerProvider
@@ -677,8 +678,9 @@ func (r *run) end() {
 // own, or one carrying the attempt's trace context: traceHeader). The body
 // is rebuilt from the bytes every time (and GetBody lets net/http rebuild
 // it too), so every send carries it intact. The URL is shared, not copied: a
-// RoundTripper must not modify the request (http.RoundTripper), and every
-// run's transport is an *http.Transport.
+// RoundTripper must not modify the request (http.RoundTripper), and neither
+// of the runs' transports does (net/http's Transport; the direct transport,
+// which writes it with Request.Write).
 func (r *run) request(ctx context.Context, header http.Header) *http.Request {
 	hr := &http.Request{
 		Method:     r.method,

@@ -269,7 +269,7 @@ func TestAnswerLostToAnotherRequestsCancel(t *testing.T) {
 		t.Run(cause.Error(), func(t *testing.T) {
 			t.Parallel()
 			up := newHandoff(t)
-			c, _ := newClient(t)
+			c, _ := newClient(t, WithDirectHTTP(false)) // net/http's pooling race
 
 			held, pooled, _ := holdAnswer(t)
 			type result struct {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,12 +47,18 @@ func (s *sleeps) got() []time.Duration {
 // halfJitter is a deterministic jitter: half the limit.
 func halfJitter(limit time.Duration) time.Duration { return limit / 2 }
 
+// testDirectHTTP makes newClient's Clients send to plain-HTTP targets with
+// the direct transport: FETCHD_TEST_DIRECT_HTTP=1 runs the package's tests
+// over it (.ci/run runs them both ways). Tests about net/http's own
+// behaviour ask for WithDirectHTTP(false).
+var testDirectHTTP = os.Getenv("FETCHD_TEST_DIRECT_HTTP") == "1"
+
 // newClient returns a Client on the loopback guard with recorded sleeps and
 // half jitter, closed when the test ends.
 func newClient(t *testing.T, opts ...Option) (*Client, *sleeps) {
 	t.Helper()
 	s := &sleeps{}
-	c := New(loopback(), append([]Option{WithSleep(s.sleep), WithJitter(halfJitter)}, opts...)...)
+	c := New(loopback(), append([]Option{WithSleep(s.sleep), WithJitter(halfJitter), WithDirectHTTP(testDirectHTTP)}, opts...)...)
 	t.Cleanup(c.Close)
 	return c, s
 }

@@ -65,7 +65,23 @@ func WithTLSConfig(cfg *tls.Config) Option {
 	return func(c *Client) { c.tlsConfig = cfg }
 }
 
+// WithDirectHTTP makes plain-HTTP (http://) targets use the direct
+// transport (direct.go): each request is written and its answer read on the
+// goroutine of the call, over fetchd's own pool of HTTP/1.1 connections,
+// instead of net/http's Transport, which hands every request to two
+// goroutines of its connection. It also never re-sends a request by itself:
+// every send is an attempt the run decided on. HTTPS targets keep net/http's
+// Transport (TLS, HTTP/2). Default: off.
+func WithDirectHTTP(on bool) Option {
+	return func(c *Client) { c.directHTTP = on }
+}
+
 const (
+	// idleConnTimeout closes a pooled connection left idle this long.
+	idleConnTimeout = 90 * time.Second
+	// maxResponseHeaderBytes bounds a response's header block.
+	maxResponseHeaderBytes = 64 << 10
+
 	defaultMaxTargets      = 1024
 	defaultMaxProtected    = 4096
 	defaultMaxConnsPerHost = 64

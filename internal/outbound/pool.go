@@ -23,7 +23,7 @@ import (
 type target struct {
 	key       string        // the (scheme, host, port), see targetKey
 	guard     *egress.Guard // Request.Guard of the runs it serves; nil: the Client's guard
-	transport *http.Transport
+	transport roundTripper
 	maxConns  int    // the transport's MaxConnsPerHost
 	gen       uint64 // the pool's generation when the transport was built
 	// evicted is set when the target left the pool: least recently used,
@@ -54,10 +54,18 @@ type pool struct {
 	gen   uint64     // bumped by renew; a target of an older one is replaced
 	lru   *list.List // of *target, most recently used at the front
 	byKey map[poolKey]*list.Element
-	build func(scheme string, maxConns int, guard *egress.Guard) *http.Transport
+	build func(scheme string, maxConns int, guard *egress.Guard) roundTripper
 }
 
-func newPool(maxTargets int, build func(scheme string, maxConns int, guard *egress.Guard) *http.Transport) *pool {
+// roundTripper is what a target sends with: net/http's Transport, or, for a
+// plain-HTTP target when the Client has WithDirectHTTP, the direct
+// transport (direct.go).
+type roundTripper interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+func newPool(maxTargets int, build func(scheme string, maxConns int, guard *egress.Guard) roundTripper) *pool {
 	return &pool{max: maxTargets, lru: list.New(), byKey: make(map[poolKey]*list.Element), build: build}
 }
 
@@ -171,23 +179,31 @@ func (p *pool) keys() []string {
 // egress guard's dialer: guard's own (Request.Guard), or, for nil, the
 // Client's guard in force when the dial starts (New, SetGuard). No proxy is
 // ever taken from the environment; TLS is set up by dialTLS so that the
-// per-request connect timeout bounds the handshake too.
-func (c *Client) newTransport(scheme string, maxConns int, guard *egress.Guard) *http.Transport {
+// per-request connect timeout bounds the handshake too. A plain-HTTP target
+// of a Client with WithDirectHTTP gets the direct transport, with the same
+// dialer and limits, and net/http's for its large request bodies.
+func (c *Client) newTransport(scheme string, maxConns int, guard *egress.Guard) roundTripper {
 	var g *guarded // nil: c.guard at each dial
 	if guard != nil {
 		g = newGuarded(guard)
 	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return c.dial(ctx, g, network, addr)
+	}
 	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return c.dial(ctx, g, network, addr)
-		},
+		Proxy:                  nil,
+		DialContext:            dial,
 		MaxConnsPerHost:        maxConns,
 		MaxIdleConns:           maxConns,
 		MaxIdleConnsPerHost:    maxConns,
-		IdleConnTimeout:        90 * time.Second,
-		MaxResponseHeaderBytes: 64 << 10,
+		IdleConnTimeout:        idleConnTimeout,
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 		DisableCompression:     true, // bodies pass through as the upstream sent them
+	}
+	if scheme == "http" && c.directHTTP {
+		d := newDirectTransport(dial, maxConns, idleConnTimeout, maxResponseHeaderBytes)
+		d.large = tr // for large request bodies, which it does not write itself
+		return d
 	}
 	if scheme == "https" {
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {

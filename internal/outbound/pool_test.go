@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -33,7 +34,7 @@ func TestTargetKey(t *testing.T) {
 func TestPoolEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
 	built := map[string]int{}
-	p := newPool(2, func(scheme string, _ int, _ *egress.Guard) *http.Transport {
+	p := newPool(2, func(scheme string, _ int, _ *egress.Guard) roundTripper {
 		built[scheme]++
 		return &http.Transport{}
 	})
@@ -62,4 +63,15 @@ func TestPoolEvictsLeastRecentlyUsed(t *testing.T) {
 	if get("https://a.example/") == a {
 		t.Fatal("http and https share a target")
 	}
+}
+
+// maxConnsOf is the connection limit a target's transport was built with.
+func maxConnsOf(tr roundTripper) int {
+	switch tr := tr.(type) {
+	case *http.Transport:
+		return tr.MaxConnsPerHost
+	case *directTransport:
+		return tr.maxConns
+	}
+	panic(fmt.Sprintf("unknown transport %T", tr))
 }

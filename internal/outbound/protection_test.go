@@ -73,8 +73,8 @@ func TestMaxConnsChangeRebuildsTransport(t *testing.T) {
 
 	do("/", 0)
 	first := poolTarget(t, c, up.URL)
-	if first.transport.MaxConnsPerHost != defaultMaxConnsPerHost {
-		t.Fatalf("MaxConns 0 gave %d connections, want the Client's default %d", first.transport.MaxConnsPerHost, defaultMaxConnsPerHost)
+	if maxConnsOf(first.transport) != defaultMaxConnsPerHost {
+		t.Fatalf("MaxConns 0 gave %d connections, want the Client's default %d", maxConnsOf(first.transport), defaultMaxConnsPerHost)
 	}
 	do("/", defaultMaxConnsPerHost) // the same value: the same transport
 	if poolTarget(t, c, up.URL) != first {
@@ -84,8 +84,8 @@ func TestMaxConnsChangeRebuildsTransport(t *testing.T) {
 	prot := protectionOf(t, c, up.URL)
 	do("/", 2)
 	second := poolTarget(t, c, up.URL)
-	if second == first || second.transport.MaxConnsPerHost != 2 || protectionOf(t, c, up.URL) != prot {
-		t.Fatalf("MaxConns 2: new target %v, %d connections, same protection %v", second != first, second.transport.MaxConnsPerHost, protectionOf(t, c, up.URL) == prot)
+	if second == first || maxConnsOf(second.transport) != 2 || protectionOf(t, c, up.URL) != prot {
+		t.Fatalf("MaxConns 2: new target %v, %d connections, same protection %v", second != first, maxConnsOf(second.transport), protectionOf(t, c, up.URL) == prot)
 	}
 	if !first.evicted.Load() {
 		t.Fatal("the replaced target is not marked evicted")
@@ -104,8 +104,8 @@ func TestMaxConnsChangeRebuildsTransport(t *testing.T) {
 	within(t, holding, "the held request to arrive")
 	do("/", 3)
 	third := poolTarget(t, c, up.URL)
-	if third.transport.MaxConnsPerHost != 3 || !second.evicted.Load() {
-		t.Fatalf("MaxConns 3: %d connections, old evicted %v", third.transport.MaxConnsPerHost, second.evicted.Load())
+	if maxConnsOf(third.transport) != 3 || !second.evicted.Load() {
+		t.Fatalf("MaxConns 3: %d connections, old evicted %v", maxConnsOf(third.transport), second.evicted.Load())
 	}
 	select {
 	case <-up.closed:

@@ -636,10 +636,10 @@ func TestRedirectHopPolicy(t *testing.T) {
 		if err != nil || resp.Status != 503 || resp.Stopped != StopMaxAttempts || len(resp.Attempts) != 2 {
 			t.Fatalf("err %v, resp %+v; want B's 503 after B's one attempt", err, resp)
 		}
-		if n := poolTarget(t, c, a.URL).transport.MaxConnsPerHost; n != 7 {
+		if n := maxConnsOf(poolTarget(t, c, a.URL).transport); n != 7 {
 			t.Errorf("A's transport has %d connections, want 7", n)
 		}
-		if n := poolTarget(t, c, b.URL).transport.MaxConnsPerHost; n != 2 {
+		if n := maxConnsOf(poolTarget(t, c, b.URL).transport); n != 2 {
 			t.Errorf("B's transport has %d connections, want B's 2", n)
 		}
 	})
