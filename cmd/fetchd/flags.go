@@ -50,6 +50,7 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	fs.StringVar(&m.TLSKey, "tls-key", m.TLSKey, "PEM private key of --tls-cert")
 	fs.IntVar(&m.GCMinHeapMiB, "gc-min-heap-mib", m.GCMinHeapMiB, "floor of the garbage collector's heap goal in MiB: fewer collections while the live heap is small; 0 turns it off (so do GOGC and GOMEMLIMIT in the environment)")
 	fs.StringVar(&m.TLSClientCA, "tls-client-ca", m.TLSClientCA, "PEM CA bundle that caller client certificates are verified against (mTLS identity)")
+	fs.BoolVar(&m.DirectHTTP, "direct-http", m.DirectHTTP, "send to plain-HTTP (http://) upstreams with fetchd's direct HTTP/1.1 transport (request and answer on the call's own goroutine); false uses Go's net/http Transport; HTTPS always uses net/http's")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

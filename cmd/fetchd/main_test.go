@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -215,8 +216,52 @@ func TestFlags(t *testing.T) {
 	if err := m.ParseFlags([]string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "::1/128"}, io.Discard); err != nil || len(m.AllowCIDRs) != 2 {
 		t.Fatalf("AllowCIDRs = %v, %v", m.AllowCIDRs, err)
 	}
-	if m.Listen != DefaultListen || m.Admin != DefaultAdmin || m.Store != DefaultStore {
+	if m.Listen != DefaultListen || m.Admin != DefaultAdmin || m.Store != DefaultStore || !m.DirectHTTP {
 		t.Fatalf("defaults: %+v", m)
+	}
+	if err := m.ParseFlags([]string{"--direct-http=false"}, io.Discard); err != nil || m.DirectHTTP {
+		t.Fatalf("--direct-http=false: DirectHTTP %v, %v", m.DirectHTTP, err)
+	}
+}
+
+// Both transports of plain-HTTP upstreams serve calls end to end, and keep
+// the connection for the next call.
+func TestDirectHTTP(t *testing.T) {
+	t.Parallel()
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprint(direct), func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			peers := map[string]int{}
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				peers[r.RemoteAddr]++
+				mu.Unlock()
+				body, _ := io.ReadAll(r.Body)
+				w.Write(append([]byte(r.Method+" "), body...))
+			}))
+			defer up.Close()
+			_, conn := startWith(t, true, func(m *Main) { m.DirectHTTP = direct })
+			client := fetchdv1.NewFetchServiceClient(conn)
+			for _, req := range []*fetchdv1.FetchRequest{
+				{Url: up.URL},
+				{Url: up.URL, Method: "POST", Body: []byte("x=1"), IdempotencyKey: "direct-" + fmt.Sprint(direct)},
+			} {
+				resp, err := client.Fetch(t.Context(), req)
+				want := req.GetMethod() + " " + string(req.GetBody())
+				if req.GetMethod() == "" {
+					want = "GET "
+				}
+				if err != nil || resp.GetStatus() != 200 || string(resp.GetBody()) != want {
+					t.Fatalf("%s: %v, %v; want %q", req.GetMethod(), resp, err, want)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(peers) != 1 {
+				t.Errorf("the upstream saw %d connections (%v), want one kept for both calls", len(peers), peers)
+			}
+		})
 	}
 }
 

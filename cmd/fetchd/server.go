@@ -74,6 +74,9 @@ type Main struct {
 	// GCMinHeapMiB is the floor of the garbage collector's heap goal (see
 	// gcTuner), applied by the command (it is process-wide); 0 turns it off.
 	GCMinHeapMiB int
+	// DirectHTTP sends to plain-HTTP upstreams with the outbound engine's
+	// direct transport (outbound.WithDirectHTTP) instead of net/http's.
+	DirectHTTP bool
 
 	preloaded *policy.Set // loaded by ParseFlags, which applied its server section
 	policy    atomic.Pointer[policy.Set]
@@ -111,6 +114,7 @@ func NewMain() *Main {
 		DrainTimeout:   DefaultDrainTimeout,
 		ReloadInterval: DefaultReloadInterval,
 		GCMinHeapMiB:   DefaultGCMinHeapMiB,
+		DirectHTTP:     true,
 		Logger:         slog.Default(),
 	}
 }
@@ -152,6 +156,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// Only the trace context goes upstream: the caller's baggage may
 		// hold internal data that third parties must not see.
 		outbound.WithPropagator(propagation.TraceContext{}),
+		outbound.WithDirectHTTP(m.DirectHTTP),
 		outbound.WithRedactedQueryParams(set.RedactQueryParams()...))
 	m.auth = identity.New(set.Identity())
 	m.svc = service.New(m.client, m.store, service.WithLogger(m.Logger), service.WithPolicySet(set),
