@@ -114,6 +114,9 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	addr, err := directAddr(req)
+	if err == nil {
+		err = validRequest(req)
+	}
 	if err == nil && ctx.Err() != nil {
 		err = canceled(ctx)
 	}
@@ -170,6 +173,27 @@ func directAddr(req *http.Request) (string, error) {
 		port = "80"
 	}
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
+}
+
+// validRequest refuses, before any connection is taken (nothing is sent),
+// what net/http's Transport refuses and Request.Write would write as it is:
+// a method that is not a token, and header names or values that are not
+// valid, such as ones holding a line break.
+func validRequest(req *http.Request) error {
+	if req.Method != "" && !httpguts.ValidHeaderFieldName(req.Method) {
+		return fmt.Errorf("outbound: direct transport: invalid method %q", req.Method)
+	}
+	for name, values := range req.Header {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return fmt.Errorf("outbound: direct transport: invalid header name %q", name)
+		}
+		for _, v := range values {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("outbound: direct transport: invalid value of header %q", name)
+			}
+		}
+	}
+	return nil
 }
 
 // canceled is the error of an exchange that ctx ended: its cause, which

@@ -1083,3 +1083,32 @@ func TestDirectLargeBodies(t *testing.T) {
 		t.Errorf("the large-body transport got %d requests, want 1", large.got.Load())
 	}
 }
+
+// Requests net/http's Transport refuses are refused before a connection is
+// taken: nothing is written.
+func TestDirectRefusesInvalidRequests(t *testing.T) {
+	t.Parallel()
+	s := newDirectServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tr := newDirect(t, 0)
+	for name, edit := range map[string]func(*http.Request){
+		"method with a line break": func(r *http.Request) { r.Method = "GET\r\nX-Injected: 1" },
+		"header name with a space": func(r *http.Request) { r.Header["Bad Name"] = []string{"x"} },
+		"value with a line break":  func(r *http.Request) { r.Header.Set("X-Value", "a\r\nX-Injected: 1") },
+		"value with a NUL":         func(r *http.Request) { r.Header.Set("X-Value", "a\x00b") },
+	} {
+		req, _ := http.NewRequest("GET", s.URL+"/", nil)
+		edit(req)
+		rec := &recorder{}
+		if _, err := tr.RoundTrip(req.WithContext(rec.trace(context.Background()))); err == nil || !strings.Contains(err.Error(), "invalid") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		for _, e := range rec.take() {
+			if strings.HasPrefix(e, "GotConn") {
+				t.Errorf("%s: a connection was taken", name)
+			}
+		}
+	}
+	if n := s.accepted.Load(); n != 0 {
+		t.Errorf("%d connections dialled, want none", n)
+	}
+}
