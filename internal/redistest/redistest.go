@@ -53,7 +53,7 @@ func Start(t testing.TB, args ...string) *Server {
 	// The free port can be taken by someone else before redis-server binds
 	// it; try another then.
 	for attempt := 1; ; attempt++ {
-		s := &Server{Addr: nettest.RefusedAddr(t), bin: bin, dir: dir, args: args}
+		s := &Server{Addr: nettest.FreeAddr(t), bin: bin, dir: dir, args: args}
 		err := s.run()
 		if err == nil {
 			t.Cleanup(s.Kill)
