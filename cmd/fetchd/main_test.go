@@ -241,7 +241,14 @@ func TestDirectHTTP(t *testing.T) {
 				w.Write(append([]byte(r.Method+" "), body...))
 			}))
 			defer up.Close()
-			_, conn := startWith(t, true, func(m *Main) { m.DirectHTTP = direct })
+			var logs syncBuffer
+			_, conn := startWith(t, true, func(m *Main) {
+				m.DirectHTTP = direct
+				m.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			})
+			if want := fmt.Sprintf(`"direct_http":%v`, direct); !strings.Contains(logs.String(), want) {
+				t.Errorf("the serving line does not say %s:\n%s", want, logs.String())
+			}
 			client := fetchdv1.NewFetchServiceClient(conn)
 			for _, req := range []*fetchdv1.FetchRequest{
 				{Url: up.URL},

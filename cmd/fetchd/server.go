@@ -241,7 +241,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	cidrs := cidrList(m.allowCIDRs(set))
 	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil, "traces", exporting(m.tel),
-		"store", storeKind(m.Store), "allow_cidr", cidrs.String(), "policy", policySource(m.Config), "digest", short(set.Digest()))
+		"store", storeKind(m.Store), "allow_cidr", cidrs.String(), "policy", policySource(m.Config), "digest", short(set.Digest()),
+		"direct_http", m.DirectHTTP)
 	return nil
 }
 

@@ -541,7 +541,7 @@ func (tr *soakTraffic) report() {
 	for _, n := range tr.outcomes["reset"] {
 		resetCalls += n
 	}
-	fmt.Fprintf(&b, "reset: %d calls made %d sends to the upstream (net/http re-sends included, bounded by max_attempts and the retry budget)\n", resetCalls, tr.up.resets.Load())
+	fmt.Fprintf(&b, "reset: %d calls made %d sends to the upstream (any transport re-sends included, bounded by max_attempts and the retry budget)\n", resetCalls, tr.up.resets.Load())
 	fmt.Fprintf(&b, "keyed: %d fresh, %d replayed, %d pairs sent at once answered alike; %d keys at the upstream", tr.fresh, tr.replays, tr.dupPairs, tr.writes.keys())
 	tr.t.Log(b.String())
 }
