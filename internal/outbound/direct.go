@@ -58,8 +58,10 @@ type directTransport struct {
 	idle  []*directConn // oldest first; taken from the end
 	conns int           // open or being dialled, idle or not
 	wants []*directWant // requests waiting for a connection, first come first
-	// reaper closes the connections left idle past idleTimeout while no
-	// request comes to look at them (reap); reaping: it is armed.
+	// reaper looks at the idle connections every directProbeEvery while
+	// there are some, with no request to look at them: it closes those
+	// left idle past idleTimeout and those the upstream closed (reap);
+	// reaping: it is armed.
 	reaper  *time.Timer
 	reaping bool
 	// closing: CloseIdleConnections was called, and connections freed
@@ -382,12 +384,12 @@ func (t *directTransport) put(pc *directConn) {
 	// Under steady load the newest idle connections serve every request;
 	// the oldest are dropped here, and by the reaper when no request comes.
 	stale := t.expiredLocked(pc.idleAt)
-	if t.idleTimeout > 0 && !t.reaping {
+	if !t.reaping {
 		t.reaping = true
 		if t.reaper == nil {
-			t.reaper = time.AfterFunc(t.idleTimeout, t.reap)
+			t.reaper = time.AfterFunc(t.reapIn(pc.idleAt), t.reap)
 		} else {
-			t.reaper.Reset(t.idleTimeout)
+			t.reaper.Reset(t.reapIn(pc.idleAt))
 		}
 	}
 	t.mu.Unlock()
@@ -396,15 +398,43 @@ func (t *directTransport) put(pc *directConn) {
 	}
 }
 
-// reap closes the connections idle for longer than idleTimeout, and arms
-// the reaper again for the oldest one left, if any: one timer per
+// directProbeEvery is how often the idle connections are looked at while
+// there are some: a connection the upstream closed is closed at the next
+// look (net/http's Transport notices at once, with a goroutine reading each
+// connection), instead of holding its descriptor until the idle timeout.
+const directProbeEvery = 2 * time.Second
+
+// reapIn is when the reaper should next look, now being now: at the probe
+// interval, or sooner when the oldest idle connection expires sooner.
+func (t *directTransport) reapIn(now time.Time) time.Duration {
+	d := directProbeEvery
+	if t.idleTimeout > 0 && len(t.idle) > 0 {
+		d = min(d, t.idle[0].idleAt.Add(t.idleTimeout).Sub(now)+time.Millisecond)
+	}
+	return d
+}
+
+// reap closes the connections idle for longer than idleTimeout and those
+// the upstream closed (the non-blocking peek of alive, under t.mu: it never
+// waits), and arms the reaper again while some are left: one timer per
 // transport, not per connection or request.
 func (t *directTransport) reap() {
 	t.mu.Lock()
 	now := t.now()
 	stale := t.expiredLocked(now)
+	live := t.idle[:0]
+	for _, pc := range t.idle {
+		if pc.alive() {
+			live = append(live, pc)
+			continue
+		}
+		stale = append(stale, pc)
+		t.conns-- // no request waits while some are idle
+	}
+	clear(t.idle[len(live):])
+	t.idle = live
 	if len(t.idle) > 0 {
-		t.reaper.Reset(t.idle[0].idleAt.Add(t.idleTimeout).Sub(now) + time.Millisecond)
+		t.reaper.Reset(t.reapIn(now))
 	} else {
 		t.reaping = false
 	}

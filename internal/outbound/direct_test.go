@@ -1112,3 +1112,28 @@ func TestDirectRefusesInvalidRequests(t *testing.T) {
 		t.Errorf("%d connections dialled, want none", n)
 	}
 }
+
+// An idle connection the upstream closed is closed by the reaper's next
+// look, not kept (and its descriptor held) until the idle timeout.
+func TestDirectReaperClosesWhatTheUpstreamClosed(t *testing.T) {
+	t.Parallel()
+	s := newDirectServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tr := newDirect(t, 0)
+	resp, err := roundTrip(context.Background(), tr, "GET", s.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	tr.reap() // alive: kept
+	wantStats(t, tr, 1, 1)
+	s.CloseClientConnections()
+	within(t, s.closed, "the upstream to close the connection")
+	waitUntil(t, func() bool { tr.reap(); c, _, _ := directStats(tr); return c == 0 }, "the reaper to close the connection")
+	wantStats(t, tr, 0, 0)
+	tr.mu.Lock()
+	armed := tr.reaping
+	tr.mu.Unlock()
+	if armed {
+		t.Fatal("the reaper is still armed with no connection idle")
+	}
+}
