@@ -109,18 +109,24 @@ type seen struct {
 	body   []byte
 }
 
+// countConns makes srv count the connections it accepts in accepted and
+// tell closed of each one that closes (or is hijacked).
+func countConns(srv *http.Server, accepted *atomic.Int64, closed chan<- struct{}) {
+	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			accepted.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			closed <- struct{}{}
+		}
+	}
+}
+
 func newUpstream(t *testing.T, steps ...http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{steps: steps, closed: make(chan struct{}, 1024)}
 	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(u.serve))
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.conns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closed <- struct{}{}
-		}
-	}
+	countConns(u.Config, &u.conns, u.closed)
 	u.Start()
 	t.Cleanup(u.Close)
 	return u
