@@ -51,6 +51,7 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	fs.IntVar(&m.GCMinHeapMiB, "gc-min-heap-mib", m.GCMinHeapMiB, "floor of the garbage collector's heap goal in MiB: fewer collections while the live heap is small; 0 turns it off (so do GOGC and GOMEMLIMIT in the environment)")
 	fs.StringVar(&m.TLSClientCA, "tls-client-ca", m.TLSClientCA, "PEM CA bundle that caller client certificates are verified against (mTLS identity)")
 	fs.BoolVar(&m.DirectHTTP, "direct-http", m.DirectHTTP, "send to plain-HTTP (http://) upstreams with fetchd's direct HTTP/1.1 transport (request and answer on the call's own goroutine); false uses Go's net/http Transport; HTTPS always uses net/http's")
+	fs.IntVar(&m.StreamWorkers, "stream-workers", m.StreamWorkers, "goroutines kept to run calls on (a call arriving while all are busy gets a new one); 0 starts a goroutine for every call")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +73,9 @@ func (m *Main) ParseFlags(args []string, out io.Writer) error {
 	}
 	if m.GCMinHeapMiB < 0 || m.GCMinHeapMiB > 1<<20 {
 		return fmt.Errorf("--gc-min-heap-mib must be between 0 and %d, got %d", 1<<20, m.GCMinHeapMiB)
+	}
+	if m.StreamWorkers < 0 || m.StreamWorkers > maxStreamWorkers {
+		return fmt.Errorf("--stream-workers must be between 0 and %d, got %d", maxStreamWorkers, m.StreamWorkers)
 	}
 	return nil
 }

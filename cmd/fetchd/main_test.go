@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,6 +205,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"--drain-timeout", "0s"}, "must be positive"},
 		{[]string{"--gc-min-heap-mib", "-1"}, "between 0 and"},
 		{[]string{"--gc-min-heap-mib", "0"}, ""},
+		{[]string{"--stream-workers", "-1"}, "between 0 and"},
+		{[]string{"--stream-workers", "100000"}, "between 0 and"},
+		{[]string{"--stream-workers", "0"}, ""},
 	}
 	for _, tt := range tests {
 		m := NewMain()
@@ -216,7 +220,7 @@ func TestFlags(t *testing.T) {
 	if err := m.ParseFlags([]string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "::1/128"}, io.Discard); err != nil || len(m.AllowCIDRs) != 2 {
 		t.Fatalf("AllowCIDRs = %v, %v", m.AllowCIDRs, err)
 	}
-	if m.Listen != DefaultListen || m.Admin != DefaultAdmin || m.Store != DefaultStore || !m.DirectHTTP {
+	if m.Listen != DefaultListen || m.Admin != DefaultAdmin || m.Store != DefaultStore || !m.DirectHTTP || m.StreamWorkers != DefaultStreamWorkers {
 		t.Fatalf("defaults: %+v", m)
 	}
 	if err := m.ParseFlags([]string{"--direct-http=false"}, io.Discard); err != nil || m.DirectHTTP {
@@ -267,6 +271,77 @@ func TestDirectHTTP(t *testing.T) {
 			defer mu.Unlock()
 			if len(peers) != 1 {
 				t.Errorf("the upstream saw %d connections (%v), want one kept for both calls", len(peers), peers)
+			}
+		})
+	}
+}
+
+// goroutineRecorder is a FetchService that notes, for each Fetch, the
+// goroutine it ran on and whether that goroutine is one grpc-go keeps
+// (grpc.NumStreamWorkers), then answers it with the real service.
+type goroutineRecorder struct {
+	fetchdv1.FetchServiceServer
+	mu    sync.Mutex
+	ids   []string // "goroutine N" of each call
+	kept  int      // calls that ran on a kept goroutine
+	calls int
+}
+
+func (g *goroutineRecorder) Fetch(ctx context.Context, req *fetchdv1.FetchRequest) (*fetchdv1.FetchResponse, error) {
+	buf := make([]byte, 64<<10)
+	stack := string(buf[:runtime.Stack(buf, false)])
+	g.mu.Lock()
+	g.calls++
+	g.ids = append(g.ids, stack[:strings.Index(stack, " [")])
+	if strings.Contains(stack, "grpc.(*Server).serverWorker") {
+		g.kept++
+	}
+	g.mu.Unlock()
+	return g.FetchServiceServer.Fetch(ctx, req)
+}
+
+// With --stream-workers, calls run on goroutines grpc-go keeps and reuses;
+// with 0, each call gets a goroutine of its own.
+func TestStreamWorkers(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close) // after the parallel subtests
+	for _, workers := range []int{2, 0} {
+		t.Run(fmt.Sprint(workers), func(t *testing.T) {
+			t.Parallel()
+			rec := &goroutineRecorder{}
+			_, conn := startWith(t, true, func(m *Main) {
+				m.StreamWorkers = workers
+				m.wrapService = func(s fetchdv1.FetchServiceServer) fetchdv1.FetchServiceServer {
+					rec.FetchServiceServer = s
+					return rec
+				}
+			})
+			client := fetchdv1.NewFetchServiceClient(conn)
+			const calls = 6
+			for range calls {
+				if resp, err := client.Fetch(t.Context(), &fetchdv1.FetchRequest{Url: up.URL}); err != nil || resp.GetStatus() != 200 {
+					t.Fatalf("Fetch: %v, %v", resp, err)
+				}
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			distinct := map[string]bool{}
+			for _, id := range rec.ids {
+				distinct[id] = true
+			}
+			if workers == 0 {
+				// A goroutine ID is never reused by the runtime.
+				if rec.kept != 0 || len(distinct) != calls {
+					t.Errorf("without workers: %d of %d calls on a kept goroutine, %d goroutines; want 0 and %d", rec.kept, rec.calls, len(distinct), calls)
+				}
+				return
+			}
+			// A call that arrives before its predecessor's goroutine is back
+			// waiting gets a new one, so not every call need be on a worker;
+			// the calls that were shared at most `workers` goroutines.
+			if rec.kept == 0 || len(distinct) > workers+calls-rec.kept {
+				t.Errorf("with %d workers: %d of %d calls on a kept goroutine, %d goroutines (%v)", workers, rec.kept, rec.calls, len(distinct), rec.ids)
 			}
 		})
 	}

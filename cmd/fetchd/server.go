@@ -49,6 +49,11 @@ const (
 	DefaultStore        = "file:data/fetchd.db"
 	DefaultDrainTimeout = 20 * time.Second
 	DefaultGCMinHeapMiB = 64
+	// DefaultStreamWorkers is how many goroutines wait to run calls
+	// (--stream-workers).
+	DefaultStreamWorkers = 64
+	// maxStreamWorkers bounds --stream-workers.
+	maxStreamWorkers = 1 << 14
 )
 
 // Main is a running fetchd: build it with NewMain, set fields, Run, Close.
@@ -77,6 +82,10 @@ type Main struct {
 	// DirectHTTP sends to plain-HTTP upstreams with the outbound engine's
 	// direct transport (outbound.WithDirectHTTP) instead of net/http's.
 	DirectHTTP bool
+	// StreamWorkers is how many goroutines grpc-go keeps to run calls on
+	// (grpc.NumStreamWorkers); a call arriving while all are busy gets a
+	// goroutine of its own, as every call does with 0.
+	StreamWorkers int
 
 	preloaded *policy.Set // loaded by ParseFlags, which applied its server section
 	policy    atomic.Pointer[policy.Set]
@@ -115,6 +124,7 @@ func NewMain() *Main {
 		ReloadInterval: DefaultReloadInterval,
 		GCMinHeapMiB:   DefaultGCMinHeapMiB,
 		DirectHTTP:     true,
+		StreamWorkers:  DefaultStreamWorkers,
 		Logger:         slog.Default(),
 	}
 }
@@ -205,6 +215,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}
+	if m.StreamWorkers > 0 {
+		// Calls run on goroutines that are kept, not on a new one each:
+		// a kept goroutine's stack has already grown to what a Fetch needs
+		// (stack.go) and is warm in the cache (`benchcompare ab`: README,
+		// "What the performance work bought"). grpc-go marks the option
+		// experimental; TestStreamWorkers fails if it stops taking effect.
+		opts = append(opts, grpc.NumStreamWorkers(uint32(m.StreamWorkers)))
+	}
 	m.grpc = grpc.NewServer(opts...)
 	var fetchSvc fetchdv1.FetchServiceServer = m.svc
 	if m.wrapService != nil {
@@ -242,7 +260,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	cidrs := cidrList(m.allowCIDRs(set))
 	m.Logger.Info("fetchd: serving", "grpc", m.GRPCAddr(), "admin", m.AdminAddr(), "tls", creds != nil, "traces", exporting(m.tel),
 		"store", storeKind(m.Store), "allow_cidr", cidrs.String(), "policy", policySource(m.Config), "digest", short(set.Digest()),
-		"direct_http", m.DirectHTTP)
+		"direct_http", m.DirectHTTP, "stream_workers", m.StreamWorkers)
 	return nil
 }
 
