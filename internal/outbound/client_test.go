@@ -701,7 +701,7 @@ func TestTransportResendIsLogged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			up := closeSecondOnConn(t)
-			c, s := newClient(t, WithDirectHTTP(false)) // net/http's re-send
+			c, s := newClient(t)
 			newReq := func() *Request {
 				req := request(t, tt.method, up.URL+"/", []byte("body"))
 				req.Keyed = tt.keyed
@@ -1003,7 +1003,7 @@ func TestResendThenRefusedIsNotRetried(t *testing.T) {
 	t.Cleanup(func() { first.Close() })
 
 	var waits int
-	c, _ := newClient(t, WithDirectHTTP(false), WithSleep(func(ctx context.Context, d time.Duration) error { // net/http's re-send
+	c, _ := newClient(t, WithSleep(func(ctx context.Context, d time.Duration) error { // the transport re-sends
 		waits++
 		if waits > 1 {
 			return nil

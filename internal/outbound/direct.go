@@ -30,8 +30,15 @@ import (
 //
 // One directTransport serves one target: the first request fixes the
 // host:port dialled (port 80 by default), and a request for another is
-// refused. It never re-sends a request: a failure on a reused connection is
-// returned, and the caller decides whether to retry. It does no TLS, HTTP/2,
+// refused. It re-sends a request as net/http's Transport does, and only
+// then: at once, on another connection, when the reused connection it was
+// written on closed or failed before the first byte of an answer, and the
+// request is replayable (GET, HEAD, OPTIONS, TRACE, or any method with an
+// Idempotency-Key or X-Idempotency-Key header) with a body it can have
+// again (none, or GetBody). Each re-send starts with the trace's GetConn,
+// as net/http's do, and is not made once the request's context has ended:
+// the outbound engine grants it there, as a retry, or refuses it by
+// cancelling the context. It does no TLS, HTTP/2,
 // proxying, compression, 100-continue or protocol upgrade (a 101 answer is
 // returned, and its connection closed). It is safe for concurrent use.
 //
@@ -129,39 +136,98 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	trace := httptrace.ContextClientTrace(ctx)
-	if trace != nil && trace.GetConn != nil {
-		trace.GetConn(addr)
-	}
-	pc, idleAt, err := t.getConn(ctx, addr)
-	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
+	for {
+		if trace != nil && trace.GetConn != nil {
+			trace.GetConn(addr)
 		}
-		return nil, err
-	}
-	if trace != nil && trace.GotConn != nil {
-		info := httptrace.GotConnInfo{Conn: pc.conn, Reused: pc.reused}
-		if !idleAt.IsZero() {
-			info.WasIdle, info.IdleTime = true, t.now().Sub(idleAt)
-		}
-		trace.GotConn(info)
-	}
-	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
-	resp, keep, err := pc.exchange(req, trace)
-	if err != nil {
-		stop()
-		t.closeConn(pc)
-		if ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			// A re-send the trace refused, or the end of the caller's
+			// context between two sends.
+			if req.Body != nil {
+				req.Body.Close()
+			}
 			return nil, canceled(ctx)
 		}
-		return nil, err
+		pc, idleAt, err := t.getConn(ctx, addr)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
+		}
+		if trace != nil && trace.GotConn != nil {
+			info := httptrace.GotConnInfo{Conn: pc.conn, Reused: pc.reused}
+			if !idleAt.IsZero() {
+				info.WasIdle, info.IdleTime = true, t.now().Sub(idleAt)
+			}
+			trace.GotConn(info)
+		}
+		stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+		resp, keep, err := pc.exchange(req, trace)
+		if err != nil {
+			stop()
+			t.closeConn(pc)
+			if ctx.Err() != nil {
+				return nil, canceled(ctx)
+			}
+			if pc.reused && pc.werr == nil && !pc.answered {
+				// Written whole on a connection that served a request
+				// before, and closed or broken before any answer: the
+				// upstream most likely closed it as idle while the request
+				// was on its way, as net/http's Transport assumes.
+				if again := resendable(req); again != nil {
+					req = again
+					continue
+				}
+			}
+			return nil, err
+		}
+		return t.answer(req, pc, resp, stop, keep, trace), nil
 	}
+}
+
+// answer returns resp, whose exchange on pc ended well, with a body that
+// gives pc back (or closes it) once read; a bodiless answer gives it back
+// at once.
+func (t *directTransport) answer(req *http.Request, pc *directConn, resp *http.Response, stop func() bool, keep bool, trace *httptrace.ClientTrace) *http.Response {
+	ctx := req.Context()
 	if resp.Body == http.NoBody {
 		t.release(pc, stop, keep, trace)
-		return resp, nil
+		return resp
 	}
 	resp.Body = &directBody{pc: pc, body: resp.Body, ctx: ctx, stop: stop, keep: keep, trace: trace}
-	return resp, nil
+	return resp
+}
+
+// resendable returns the request to send again after its reused connection
+// failed before any answer, as net/http's Transport decides it
+// (Request.isReplayable): a GET, HEAD, OPTIONS or TRACE, or a request with an
+// Idempotency-Key or X-Idempotency-Key header, whose body is empty or can be
+// had again (GetBody). It is req, or a copy with a fresh body; nil when
+// req is not to be sent again.
+func resendable(req *http.Request) *http.Request {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		if _, ok := req.Header["Idempotency-Key"]; !ok {
+			if _, ok := req.Header["X-Idempotency-Key"]; !ok {
+				return nil
+			}
+		}
+	}
+	if req.Body == nil || req.Body == http.NoBody {
+		return req
+	}
+	if req.GetBody == nil {
+		return nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil
+	}
+	again := *req
+	again.Body = body
+	return &again
 }
 
 // directAddr returns the host:port req is for.
@@ -481,15 +547,17 @@ const directBufSize = 4 << 10
 // to write on the connection from any other failure of Request.Write). It is
 // used by one request at a time; the pool hands it over under t.mu.
 type directConn struct {
-	t      *directTransport
-	conn   net.Conn // as dial returned it, and as GotConn reports it
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	armed  bool  // headers are being read: at most left more bytes may be read
-	left   int64 // while armed
-	werr   error // the first failed write on conn
-	reused bool  // it served a request before
-	idleAt time.Time
+	t     *directTransport
+	conn  net.Conn // as dial returned it, and as GotConn reports it
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	armed bool  // headers are being read: at most left more bytes may be read
+	left  int64 // while armed
+	werr  error // the first failed write on conn
+	// answered: the current exchange read a byte of an answer.
+	answered bool
+	reused   bool // it served a request before
+	idleAt   time.Time
 
 	// The liveness check of an idle connection, a non-blocking peek on its
 	// socket: raw is nil for a connection that is not a socket's. peek is
@@ -539,6 +607,7 @@ func (pc *directConn) alive() bool {
 // (1xx) ones. keep says pc may serve another request once the answer's body
 // has been read.
 func (pc *directConn) exchange(req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, keep bool, err error) {
+	pc.answered = false
 	err = req.Write(pc.bw) // calls the trace's WroteHeaders and WroteRequest
 	if err == nil {
 		err = pc.bw.Flush()
@@ -581,6 +650,7 @@ func (pc *directConn) readResponse(req *http.Request, trace *httptrace.ClientTra
 		}
 		return nil, err
 	}
+	pc.answered = true
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		trace.GotFirstResponseByte()
 	}

@@ -56,7 +56,9 @@
 //     OPTIONS, TRACE, or any method carrying an Idempotency-Key or
 //     X-Idempotency-Key header) when a reused connection dies under it
 //     before any answer, at once and for as long as pooled connections keep
-//     failing; an httptrace.ClientTrace per attempt sees each send, and a
+//     failing, and the direct transport (WithDirectHTTP) makes the same
+//     re-sends, with the same trace hooks, and checks the context before
+//     each; an httptrace.ClientTrace per attempt sees each send, and a
 //     re-sent one is logged as its own [Attempt] with class "reset" (and
 //     makes [ExhaustedError].Sent true). Each such re-send is a retry
 //     without a wait: the failed send counts for the target's breaker as a

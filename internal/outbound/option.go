@@ -69,9 +69,11 @@ func WithTLSConfig(cfg *tls.Config) Option {
 // transport (direct.go): each request is written and its answer read on the
 // goroutine of the call, over fetchd's own pool of HTTP/1.1 connections,
 // instead of net/http's Transport, which hands every request to two
-// goroutines of its connection. It also never re-sends a request by itself:
-// every send is an attempt the run decided on. HTTPS targets keep net/http's
-// Transport (TLS, HTTP/2). Default: off.
+// goroutines of its connection. It re-sends a request by itself only where
+// net/http's Transport would (a replayable request whose reused connection
+// died before any answer), and each re-send is granted or refused by the
+// run as net/http's are. HTTPS targets keep net/http's Transport (TLS,
+// HTTP/2). Default: off.
 func WithDirectHTTP(on bool) Option {
 	return func(c *Client) { c.directHTTP = on }
 }

@@ -301,7 +301,7 @@ func TestSpanOfTransportResend(t *testing.T) {
 	t.Parallel()
 	tr := newTraced(t)
 	up := closeSecondOnConn(t)
-	c, _ := newClient(t, WithTracerProvider(tr.tp), WithDirectHTTP(false)) // net/http's re-send
+	c, _ := newClient(t, WithTracerProvider(tr.tp))
 	// The first Do leaves an idle keep-alive connection in the pool.
 	if _, err := c.Do(context.Background(), request(t, "GET", up.URL+"/", nil)); err != nil {
 		t.Fatal(err)

@@ -112,11 +112,11 @@ func (d *deadPool) drops() []seen {
 }
 
 // client returns a Client for d (trusting its certificate), closed when the
-// test ends. Its plain-HTTP targets use net/http's Transport, whose own
-// re-sends these tests are about (the direct transport makes none).
+// test ends. Its plain-HTTP targets use the transport newClient gives them:
+// net/http's and the direct one re-send alike, and the package's tests run
+// with each (FETCHD_TEST_DIRECT_HTTP).
 func (d *deadPool) client(t *testing.T, opts ...Option) (*Client, *sleeps) {
 	t.Helper()
-	opts = append([]Option{WithDirectHTTP(false)}, opts...)
 	if d.TLS != nil {
 		opts = append(opts, WithTLSConfig(d.Server.Client().Transport.(*http.Transport).TLSClientConfig))
 	}
