@@ -14,17 +14,19 @@ import (
 	"github.com/fetchd/fetchd/internal/egress"
 )
 
-// Details of a send that net/http repeated on its own, and of the last send
-// of an exchange whose re-send was refused.
+// Details of a send that the transport (net/http's or the direct one)
+// repeated on its own, and of the last send of an exchange whose re-send
+// was refused.
 const (
 	resentDetail    = "reused connection closed before response; transport re-sent"
 	notResentDetail = "reused connection closed before response; not re-sent"
 	handedOnDetail  = "connection closed before the answer was handed over: another request took it and was cancelled"
 )
 
-// exchange is one attempt of the loop: the request handed to net/http once.
-// net/http may send it more than once (it silently re-sends a replayable
-// request whose reused connection died); the trace sees every real send,
+// exchange is one attempt of the loop: the request handed to the transport
+// once. The transport may send it more than once (net/http's and the direct
+// one re-send a replayable request whose reused connection died before any
+// answer); the trace sees every real send,
 // and each re-send must be granted as a retry is (run.resend) before it is
 // made.
 type exchange struct {
@@ -57,7 +59,7 @@ type exchange struct {
 	permit permit // the breaker's permit for the current send; settled once
 
 	mu       sync.Mutex
-	repeated []span    // sends that failed and were repeated by net/http
+	repeated []span    // sends that failed and were repeated by the transport
 	tryStart time.Time // the current try: the last connection asked for
 	tryConn  net.Conn  // its connection, nil until one is had
 	tryWrote bool      // its request headers were written
@@ -68,7 +70,7 @@ type exchange struct {
 
 type span struct{ start, end time.Time }
 
-// send runs the request once through net/http and returns when response
+// send runs the request once through the transport and returns when response
 // headers arrive or the attempt fails. number is the Attempt.Number of its
 // first send, nth the hop's count of sends with it; start is the Client's
 // clock as the attempt starts.
@@ -138,12 +140,12 @@ func (x *exchange) release() {
 	x.endTelemetry()
 }
 
-// setTrace sets the hooks that observe every try net/http makes within one exchange. A try that
+// setTrace sets the hooks that observe every try the transport makes within one exchange. A try that
 // wrote its headers and is followed by another try was a real send that
 // failed silently and is to be repeated: the new try is a re-send, which
 // goes ahead only if the run grants it (nextTry).
 //
-// net/http calls GetConn and GotConn on the goroutine that called
+// Both transports call GetConn and GotConn on the goroutine that called
 // RoundTrip, the run's own, so nextTry may use the run's state; WroteHeaders
 // may come from the transport's writing goroutine.
 func (x *exchange) setTrace() {

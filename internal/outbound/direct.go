@@ -30,12 +30,14 @@ import (
 //
 // One directTransport serves one target: the first request fixes the
 // host:port dialled (port 80 by default), and a request for another is
-// refused. It re-sends a request as net/http's Transport does, and only
-// then: at once, on another connection, when the reused connection it was
-// written on closed or failed before the first byte of an answer, and the
-// request is replayable (GET, HEAD, OPTIONS, TRACE, or any method with an
-// Idempotency-Key or X-Idempotency-Key header) with a body it can have
-// again (none, or GetBody). Each re-send starts with the trace's GetConn,
+// refused. It re-sends a request in a subset of the cases net/http's
+// Transport does: at once, on another connection, when the request was
+// written whole on a reused connection that then closed or failed before
+// the first byte of an answer, and the request is replayable (GET, HEAD,
+// OPTIONS, TRACE, or any method with an Idempotency-Key or
+// X-Idempotency-Key header) with a body it can have again (none, or
+// GetBody). Unlike net/http, it does not re-send a request whose write
+// failed, even with nothing written. Each re-send starts with the trace's GetConn,
 // as net/http's do, and is not made once the request's context has ended:
 // the outbound engine grants it there, as a retry, or refuses it by
 // cancelling the context. It does no TLS, HTTP/2,
@@ -136,6 +138,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	trace := httptrace.ContextClientTrace(ctx)
+	orig := req
 	for {
 		if trace != nil && trace.GetConn != nil {
 			trace.GetConn(addr)
@@ -170,7 +173,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if ctx.Err() != nil {
 				return nil, canceled(ctx)
 			}
-			if pc.reused && pc.werr == nil && !pc.answered {
+			if pc.reused && pc.wrote && !pc.answered {
 				// Written whole on a connection that served a request
 				// before, and closed or broken before any answer: the
 				// upstream most likely closed it as idle while the request
@@ -182,6 +185,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		resp.Request = orig // as net/http's Transport does after a re-send
 		return t.answer(req, pc, resp, stop, keep, trace), nil
 	}
 }
@@ -554,10 +558,11 @@ type directConn struct {
 	armed bool  // headers are being read: at most left more bytes may be read
 	left  int64 // while armed
 	werr  error // the first failed write on conn
-	// answered: the current exchange read a byte of an answer.
-	answered bool
-	reused   bool // it served a request before
-	idleAt   time.Time
+	// wrote: the current exchange's request was written and flushed
+	// whole; answered: it read a byte of an answer.
+	wrote, answered bool
+	reused          bool // it served a request before
+	idleAt          time.Time
 
 	// The liveness check of an idle connection, a non-blocking peek on its
 	// socket: raw is nil for a connection that is not a socket's. peek is
@@ -607,11 +612,12 @@ func (pc *directConn) alive() bool {
 // (1xx) ones. keep says pc may serve another request once the answer's body
 // has been read.
 func (pc *directConn) exchange(req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, keep bool, err error) {
-	pc.answered = false
+	pc.wrote, pc.answered = false, false
 	err = req.Write(pc.bw) // calls the trace's WroteHeaders and WroteRequest
 	if err == nil {
 		err = pc.bw.Flush()
 	}
+	pc.wrote = err == nil
 	if err != nil {
 		if pc.werr == nil {
 			// Request.Write failed before the connection did: the request

@@ -672,6 +672,120 @@ func TestDirectStaleConnectionIsReplaced(t *testing.T) {
 	}
 }
 
+// failingBody is a request body whose Read fails after its first bytes;
+// gotBody counts the bodies GetBody handed out.
+func failingBody(gotBody *atomic.Int32) (io.ReadCloser, func() (io.ReadCloser, error)) {
+	body := func() io.ReadCloser {
+		return io.NopCloser(io.MultiReader(strings.NewReader("par"), iotest.ErrReader(errors.New("disk gone"))))
+	}
+	return body(), func() (io.ReadCloser, error) { gotBody.Add(1); return body(), nil }
+}
+
+// The direct transport re-sends at once, on another connection, a
+// replayable request it wrote whole on a reused connection that the server
+// then closed without an answer, as net/http's Transport does; a POST
+// without an idempotency header, and a request whose own write failed, are
+// not re-sent. No trace is set here: nothing bounds the re-sends but the
+// reused connections there are, and the one dialled for the re-send is
+// answered.
+func TestDirectResendsReplayableRequests(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		method  string
+		body    string
+		header  string // an idempotency header to send
+		failing bool   // the body's Read fails
+		resent  bool
+	}{
+		{name: "GET", method: "GET", resent: true},
+		{name: "HEAD", method: "HEAD", resent: true},
+		{name: "POST with Idempotency-Key", method: "POST", body: "charge=1", header: "Idempotency-Key", resent: true},
+		{name: "PUT with X-Idempotency-Key", method: "PUT", body: "charge=1", header: "X-Idempotency-Key", resent: true},
+		{name: "POST without a key", method: "POST", body: "charge=1"},
+		{name: "GET whose body fails", method: "GET", failing: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var seen []string // method and body of every request the server read whole
+			// Each connection answers its first request and reads its second
+			// whole, then closes without an answer.
+			addr, accepted := rawServer(t, func(c net.Conn, done <-chan struct{}) {
+				br := bufio.NewReader(c)
+				for n := 1; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, err := io.ReadAll(req.Body)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					seen = append(seen, req.Method+" "+string(body))
+					mu.Unlock()
+					if n > 1 {
+						return
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+			})
+			tr := newDirect(t, 0)
+			url := "http://" + addr + "/"
+			resp, err := roundTrip(context.Background(), tr, "GET", url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			wantStats(t, tr, 1, 1)
+
+			req, err := http.NewRequest(tc.method, url, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.header != "" {
+				req.Header.Set(tc.header, "k1")
+			}
+			var gotBody atomic.Int32
+			if tc.failing {
+				req.Body, req.GetBody = failingBody(&gotBody)
+				req.ContentLength = 10
+			}
+			resp, err = tr.RoundTrip(req)
+			if !tc.resent {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("answered %d, want the failure of the first send", resp.StatusCode)
+				}
+				if n := accepted.Load(); n != 1 || gotBody.Load() != 0 {
+					t.Fatalf("%d connections, GetBody called %d times, after %v; want no re-send", n, gotBody.Load(), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%v, want the re-send's answer", err)
+			}
+			if resp.Request != req {
+				t.Error("the answer's Request is not the request sent")
+			}
+			want := tc.body
+			if tc.method == "HEAD" {
+				want = ""
+			}
+			if got := readAll(t, resp); got != want {
+				t.Fatalf("answer %q, want %q", got, want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			sent := tc.method + " " + tc.body
+			if len(seen) != 3 || seen[1] != sent || seen[2] != sent || accepted.Load() != 2 {
+				t.Fatalf("server read %q on %d connections, want the first GET, then %q twice on 2", seen, accepted.Load(), sent)
+			}
+		})
+	}
+}
+
 func TestDirectContextInterruptsExchange(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

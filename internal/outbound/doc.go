@@ -44,9 +44,10 @@
 //     timed-out connect or TLS handshake, a DNS failure, and a wait for a
 //     connection (MaxConnsPerHost) or a dial that the attempt timeout cut
 //     short. A status answer to it is never retried: the upstream processed
-//     it. The one re-send fetchd does not make itself: net/http re-sends on
-//     its own a request that carries an Idempotency-Key or X-Idempotency-Key
-//     header (below; it is bounded as a retry is). An attempt in which it did
+//     it. The one re-send fetchd does not decide on itself: the transport
+//     (net/http's, or the direct one alike) re-sends on its own a request
+//     that carries an Idempotency-Key or X-Idempotency-Key header (below; it
+//     is bounded as a retry is). An attempt in which it did
 //     is not retried without Keyed, whatever failure ended it (a refused
 //     re-dial included), and whoever adds that header to an unsafe request
 //     should set Keyed, since the header already promises the upstream
