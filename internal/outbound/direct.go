@@ -132,9 +132,7 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		err = canceled(ctx)
 	}
 	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
+		closeBody(req)
 		return nil, err
 	}
 	trace := httptrace.ContextClientTrace(ctx)
@@ -146,16 +144,12 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err := ctx.Err(); err != nil {
 			// A re-send the trace refused, or the end of the caller's
 			// context between two sends.
-			if req.Body != nil {
-				req.Body.Close()
-			}
+			closeBody(req)
 			return nil, canceled(ctx)
 		}
 		pc, idleAt, err := t.getConn(ctx, addr)
 		if err != nil {
-			if req.Body != nil {
-				req.Body.Close()
-			}
+			closeBody(req)
 			return nil, err
 		}
 		if trace != nil && trace.GotConn != nil {
@@ -201,6 +195,14 @@ func (t *directTransport) answer(req *http.Request, pc *directConn, resp *http.R
 	}
 	resp.Body = &directBody{pc: pc, body: resp.Body, ctx: ctx, stop: stop, keep: keep, trace: trace}
 	return resp
+}
+
+// closeBody closes req's body, if it has one: a RoundTrip that returns
+// without writing req must still close it.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
 }
 
 // resendable returns the request to send again after its reused connection
